@@ -1,0 +1,1 @@
+"""FastServe: LLM serving with skip-join MLFQ and proactive KV cache swapping."""

@@ -1,0 +1,149 @@
+"""Worker actor: executes ticks on its model shard and KV blocks; copies KV on the side."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from fastserve.protocol.to_scheduler import SampledToken, StepFailed, StepResult, SwapDone
+from fastserve.protocol.to_worker import Shutdown, TickPlan
+from fastserve.runtime.actor import Actor
+from fastserve.runtime.transport import Inbox, Outbox
+from fastserve.runtime.worker_state import StepEntry, WorkerJobTable
+
+
+class CopyHandle(Protocol):
+    """An asynchronous block copy."""
+
+    def done(self) -> bool: ...
+
+
+class Runner(Protocol):
+    """What the worker needs of the model runner."""
+
+    def execute(self, entries: list[StepEntry]) -> list[tuple[int, float]]:
+        """Run one batch; (token id, logprob) for each entry with sample=True, in order."""
+        ...
+
+    def release(self, request_id: str) -> None:
+        """Forget per-request state (sampler RNG)."""
+        ...
+
+    def start_copy(self, direction: str, src: list[int], dst: list[int]) -> CopyHandle:
+        """Start copying blocks: "out" device->host, "in" host->device."""
+        ...
+
+
+@dataclass
+class _Copy:
+    tick: int
+    request_id: str
+    direction: str
+    started: float
+    handle: CopyHandle
+
+
+class WorkerActor(Actor):
+    """One process per device. Only the sampling rank reports tokens."""
+
+    name = "worker"
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        to_scheduler: Outbox,
+        runner: Runner,
+        rank: int = 0,
+        reports_tokens: bool = True,
+    ) -> None:
+        super().__init__(inbox)
+        self.to_scheduler = to_scheduler
+        self.runner = runner
+        self.rank = rank
+        self.reports_tokens = reports_tokens
+        self.table = WorkerJobTable()
+        self._ticks: deque[TickPlan] = deque()
+        self._copies: list[_Copy] = []
+        self.handlers = {TickPlan: self._on_tick, Shutdown: self._on_shutdown}
+
+    async def _on_tick(self, plan: TickPlan) -> None:
+        self._ticks.append(plan)
+
+    async def _on_shutdown(self, msg: Shutdown) -> None:
+        self.request_stop()
+
+    def has_work(self) -> bool:
+        return bool(self._ticks) or bool(self._copies)
+
+    async def step(self) -> None:
+        await self._ack_copies()
+        if self._ticks:
+            await self._run_tick(self._ticks.popleft())
+        elif self._copies:
+            await asyncio.sleep(0.0005)  # copies in flight, nothing else to do: poll gently
+
+    async def _run_tick(self, plan: TickPlan) -> None:
+        for rid in plan.released:
+            self.runner.release(rid)
+        try:
+            entries = self.table.apply(plan)
+        except (KeyError, ValueError) as exc:
+            await self._fail(plan, exc)
+            return
+        now = time.perf_counter()
+        for copy in plan.swap_out:
+            handle = self.runner.start_copy("out", copy.src_block_ids, copy.dst_block_ids)
+            self._copies.append(_Copy(plan.tick, copy.request_id, "out", now, handle))
+        for copy in plan.swap_in:
+            handle = self.runner.start_copy("in", copy.src_block_ids, copy.dst_block_ids)
+            self._copies.append(_Copy(plan.tick, copy.request_id, "in", now, handle))
+        if not entries:
+            return
+        start = time.perf_counter()
+        try:
+            sampled = self.runner.execute(entries)
+        except Exception as exc:  # a failed forward fails its jobs, not the worker
+            self.log.exception("tick_failed", tick=plan.tick)
+            await self._fail(plan, exc)
+            return
+        elapsed = time.perf_counter() - start
+        if self.reports_tokens:
+            sampling = [e for e in entries if e.sample]
+            tokens = [
+                SampledToken(e.request_id, tok, lp)
+                for e, (tok, lp) in zip(sampling, sampled, strict=True)
+            ]
+            await self.to_scheduler.send(StepResult(plan.tick, self.rank, tokens, elapsed))
+        self.log.debug(
+            "tick_done",
+            tick=plan.tick,
+            jobs=len(entries),
+            tokens=sum(len(e.token_ids) for e in entries),
+            seconds=round(elapsed, 5),
+        )
+
+    async def _fail(self, plan: TickPlan, exc: BaseException) -> None:
+        ids = [s.request_id for s in plan.scheduled]
+        await self.to_scheduler.send(
+            StepFailed(plan.tick, self.rank, ids, f"{type(exc).__name__}: {exc}")
+        )
+
+    async def _ack_copies(self) -> None:
+        still = []
+        for copy in self._copies:
+            if copy.handle.done():
+                await self.to_scheduler.send(
+                    SwapDone(
+                        copy.tick,
+                        self.rank,
+                        copy.request_id,
+                        copy.direction,
+                        time.perf_counter() - copy.started,
+                    )
+                )
+            else:
+                still.append(copy)
+        self._copies = still

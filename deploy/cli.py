@@ -1,0 +1,83 @@
+"""The `fastserve` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from fastserve.runtime.config import ServerConfig
+
+
+def add_server_args(p: argparse.ArgumentParser) -> None:
+    """Flags shared by `serve` and `launch`."""
+    d = ServerConfig()
+    p.add_argument("--model", default=None, help="HF Llama-family directory (default: SmolLM2-135M-Instruct)")
+    p.add_argument("--served-model-name", default=None, help="name clients pass as `model`")
+    p.add_argument("--host", default=d.host)
+    p.add_argument("--port", type=int, default=d.port)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default=d.dtype)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
+    p.add_argument("--policy", default=d.scheduler.policy,
+                   help="fcfs | mlfq | skip-join-mlfq | oracle")
+    p.add_argument("--max-batch-jobs", type=int, default=d.scheduler.max_batch_jobs)
+    p.add_argument("--max-batch-tokens", type=int, default=d.scheduler.max_batch_tokens)
+    p.add_argument("--max-model-len", type=int, default=d.max_model_len,
+                   help="context length; 0 = the model's")
+    p.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens)
+    p.add_argument("--block-size", type=int, default=d.cache.block_size)
+    p.add_argument("--num-device-blocks", type=int, default=d.cache.num_device_blocks,
+                   help="device KV pool in blocks; 0 = from --device-kv-gib")
+    p.add_argument("--device-kv-gib", type=float, default=d.cache.device_kv_gib)
+    p.add_argument("--num-host-blocks", type=int, default=d.cache.num_host_blocks,
+                   help="host KV pool for offloading, in blocks (0 disables)")
+    p.add_argument("--swap-watermark", type=float, default=d.cache.watermark)
+    p.add_argument("--tp", type=int, default=d.parallel.tp)
+    p.add_argument("--pp", type=int, default=d.parallel.pp)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--log-level", choices=["debug", "info", "warning"], default=d.log_level)
+    p.add_argument("--ready-timeout", type=float, default=d.ready_timeout_s)
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    cfg = ServerConfig()
+    cfg.model = args.model or ""
+    cfg.served_model_name = args.served_model_name or ""
+    cfg.host, cfg.port = args.host, args.port
+    cfg.dtype, cfg.device = args.dtype, args.device
+    cfg.max_model_len = args.max_model_len
+    cfg.default_max_tokens = args.default_max_tokens
+    cfg.seed, cfg.log_level, cfg.ready_timeout_s = args.seed, args.log_level, args.ready_timeout
+    cfg.scheduler.policy = args.policy
+    cfg.scheduler.max_batch_jobs = args.max_batch_jobs
+    cfg.scheduler.max_batch_tokens = args.max_batch_tokens
+    cfg.cache.block_size = args.block_size
+    cfg.cache.num_device_blocks = args.num_device_blocks
+    cfg.cache.device_kv_gib = args.device_kv_gib
+    cfg.cache.num_host_blocks = args.num_host_blocks
+    cfg.cache.watermark = args.swap_watermark
+    cfg.parallel.tp, cfg.parallel.pp = args.tp, args.pp
+    return cfg
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from fastserve.deploy.serve import serve
+
+    return serve(config_from_args(args))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="fastserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve a model on this machine")
+    add_server_args(serve)
+    serve.set_defaults(func=_cmd_serve)
+    commands: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = []
+    for name, help_text, register in commands:
+        register(sub.add_parser(name, help=help_text))
+    args = parser.parse_args(argv)
+    sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Start the actor processes of one node, wait for readiness, watch them, stop them."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+
+import zmq
+
+from fastserve.protocol.codec import Codec, ProtocolError
+from fastserve.protocol.control import ActorFailed, ActorReady
+from fastserve.runtime.config import ServerConfig
+from fastserve.runtime.logging import get_logger
+
+
+class ServerFailure(RuntimeError):
+    """An actor failed, died, or did not become ready in time."""
+
+
+@dataclass
+class ChildSpec:
+    """One process to start."""
+
+    role: str  # frontend | scheduler | worker | cache_manager
+    rank: int = 0  # worker rank
+
+    @property
+    def name(self) -> str:
+        return f"worker-{self.rank}" if self.role == "worker" else self.role
+
+
+class Supervisor:
+    """Owns the child processes of this node and the control socket they report to."""
+
+    def __init__(self, cfg: ServerConfig, children: list[ChildSpec]) -> None:
+        self.cfg = cfg
+        self.children = children
+        self.procs: dict[str, mp.process.BaseProcess] = {}
+        self.log = get_logger()
+        self._zctx = zmq.Context()
+        self._control = self._zctx.socket(zmq.PULL)
+        self._control.setsockopt(zmq.LINGER, 0)
+        self._control.bind(cfg.endpoints.control)
+        self._codec = Codec()
+        self._stop = False
+
+    def start(self) -> None:
+        """Spawn every child and wait until all said they are ready."""
+        ctx = mp.get_context("spawn")
+        from fastserve.deploy.process import actor_main
+
+        cfg_json = self.cfg.to_json()
+        for spec in self.children:
+            proc = ctx.Process(target=actor_main, args=(spec.role, cfg_json, spec.rank),
+                               name=f"fastserve-{spec.name}", daemon=False)
+            proc.start()
+            self.procs[spec.name] = proc
+            self.log.info("actor_spawned", child=spec.name, child_pid=proc.pid)
+        waiting = set(self.procs)
+        deadline = time.monotonic() + self.cfg.ready_timeout_s
+        while waiting:
+            if time.monotonic() > deadline:
+                raise ServerFailure(f"not ready after {self.cfg.ready_timeout_s:.0f}s: {sorted(waiting)}")
+            self._check_alive()
+            msg = self._poll_control(0.2)
+            if isinstance(msg, ActorReady):
+                waiting.discard(msg.actor)
+                self.log.info("actor_ready", child=msg.actor, **msg.info)
+
+    def watch(self) -> int:
+        """Block until a signal asks us to stop (0) or a child dies or fails (1)."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+        try:
+            while not self._stop:
+                wait([p.sentinel for p in self.procs.values()], timeout=0.2)
+                self._check_alive()
+                self._poll_control(0)
+            return 0
+        except ServerFailure as exc:
+            self.log.error("server_failed", error=str(exc))
+            return 1
+        finally:
+            self.shutdown()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        self._stop = True
+
+    def _check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.exitcode is not None:
+                raise ServerFailure(f"actor {name} (pid {proc.pid}) exited with code {proc.exitcode}")
+
+    def _poll_control(self, timeout_s: float) -> object | None:
+        if not self._control.poll(int(timeout_s * 1000)):
+            return None
+        try:
+            msg = self._codec.decode(self._control.recv()).message
+        except ProtocolError as exc:
+            self.log.error("rejected_control_frame", error=str(exc))
+            return None
+        if isinstance(msg, ActorFailed):
+            raise ServerFailure(f"actor {msg.actor} (pid {msg.pid}) failed: {msg.message}")
+        return msg
+
+    def shutdown(self, grace_s: float = 10.0) -> None:
+        """SIGTERM every child, then SIGKILL whatever is still alive after the grace time."""
+        for proc in self.procs.values():
+            if proc.exitcode is None:
+                proc.terminate()
+        deadline = time.monotonic() + grace_s
+        for name, proc in self.procs.items():
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.exitcode is None:
+                self.log.warning("actor_killed", child=name)
+                proc.kill()
+                proc.join(2)
+        self._control.close(0)
+        self._zctx.term()
+        self.log.info("server_stopped")

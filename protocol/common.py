@@ -1,0 +1,29 @@
+"""Value types shared by messages to several destinations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SamplingParams:
+    """How one request picks its tokens and when it stops (OpenAI semantics)."""
+
+    max_tokens: int = 16  # most new tokens to generate
+    temperature: float = 1.0  # 0 means greedy
+    top_p: float = 1.0  # nucleus mass kept, in (0, 1]
+    top_k: int = -1  # keep the k most likely tokens; -1 keeps all
+    seed: int | None = None  # per-request RNG seed; None draws from the worker's RNG
+    min_tokens: int = 0  # EOS and stop token ids are masked until this many are generated
+    stop_token_ids: list[int] = field(default_factory=list)  # extra ids that end the request
+    ignore_eos: bool = False  # keep generating past EOS (benchmarks force lengths with it)
+    logprobs: bool = False  # report the log-probability of each sampled token
+
+
+@dataclass
+class BlockCopy:
+    """One job's KV moved between the device and the host pool, on every rank at once."""
+
+    request_id: str  # job whose KV moves
+    src_block_ids: list[int]  # blocks read, in block-table order (device ids for offload)
+    dst_block_ids: list[int]  # blocks written, same length and order (host ids for offload)

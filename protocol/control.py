@@ -1,0 +1,23 @@
+"""Start-up and failure messages between the actors and their supervisor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ActorReady:
+    """An actor finished starting: sockets bound or connected, model loaded."""
+
+    actor: str  # actor name, e.g. "worker-0"
+    pid: int  # OS process id
+    info: dict[str, str] = field(default_factory=dict)  # facts for the log (block counts, model)
+
+
+@dataclass
+class ActorFailed:
+    """An actor is about to exit because of an error."""
+
+    actor: str  # actor name
+    pid: int  # OS process id
+    message: str  # the error, one line

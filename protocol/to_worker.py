@@ -1,0 +1,46 @@
+"""Messages the scheduler publishes to every worker (PUB/SUB, one per tick)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastserve.protocol.common import BlockCopy, SamplingParams
+
+
+@dataclass
+class NewJob:
+    """A job's full data, sent once, in the first tick that schedules it."""
+
+    request_id: str  # unique id of the request
+    prompt_ids: list[int]  # prompt token ids
+    sampling: SamplingParams  # sampling parameters
+
+
+@dataclass
+class ScheduledJob:
+    """One job's share of a tick: the diff against what workers already know."""
+
+    request_id: str  # job to run
+    num_new_tokens: int  # tokens to compute, starting at the job's computed count (chunk or 1)
+    append_token_ids: list[int] = field(default_factory=list)  # sampled tokens not yet sent
+    new_block_ids: list[int] = field(default_factory=list)  # device blocks appended to its table
+    sample: bool = True  # sample a token after this chunk (False for a non-final prefill chunk)
+
+
+@dataclass
+class TickPlan:
+    """One iteration: the batch, the KV moves to start, and the jobs to forget."""
+
+    tick: int  # iteration number, increasing from 1
+    new_jobs: list[NewJob] = field(default_factory=list)  # full data of jobs seen first now
+    scheduled: list[ScheduledJob] = field(default_factory=list)  # the batch, in policy order
+    swap_out: list[BlockCopy] = field(default_factory=list)  # device -> host copies to start
+    swap_in: list[BlockCopy] = field(default_factory=list)  # host -> device copies to start
+    released: list[str] = field(default_factory=list)  # finished or aborted jobs: drop state
+
+
+@dataclass
+class Shutdown:
+    """Ask an actor to exit cleanly."""
+
+    reason: str  # why, for the log

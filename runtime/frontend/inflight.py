@@ -1,0 +1,72 @@
+"""One running request inside the frontend: its text pipeline and its event queue.
+
+Scheduler outputs go in (`consume`), client events come out of `queue`. The pipeline is
+token ids -> incremental detokenizer -> stop string matcher -> Delta events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from fastserve.protocol.to_frontend import RequestOutput
+from fastserve.runtime.frontend.detokenizer import IncrementalDetokenizer
+from fastserve.runtime.frontend.events import Delta, Event, Failed, Finished, Usage
+from fastserve.runtime.frontend.openai_schema import ParsedRequest
+from fastserve.runtime.frontend.stop_strings import StopStringMatcher
+from fastserve.runtime.frontend.tokenizer import ModelTokenizer
+
+
+@dataclass
+class Outcome:
+    """What one scheduler output did to the request."""
+
+    events: list[Event] = field(default_factory=list)
+    ended: bool = False  # no more events will follow
+    abort_scheduler: bool = False  # a stop string ended it: the scheduler must stop generating
+
+
+class InflightRequest:
+    def __init__(self, request_id: str, parsed: ParsedRequest, tokenizer: ModelTokenizer) -> None:
+        self.request_id = request_id
+        self.parsed = parsed
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.arrival_wall = time.time()
+        self.arrival = time.monotonic()
+        self.first_token_at: float | None = None
+        self.num_generated = 0
+        self.ended = False
+        self.log = structlog.get_logger().bind(actor="frontend", request_id=request_id)
+        self._detok = IncrementalDetokenizer(tokenizer.decode, parsed.prompt_ids)
+        self._stops = StopStringMatcher(parsed.stop)
+
+    def usage(self) -> Usage:
+        return Usage(len(self.parsed.prompt_ids), self.num_generated)
+
+    def consume(self, out: RequestOutput) -> Outcome:
+        if out.error is not None or out.finish_reason == "error":
+            return Outcome([Failed(out.error or "the request failed", self.usage())], ended=True)
+        if out.token_ids and self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        self.num_generated += len(out.token_ids)
+        finishing = out.finish_reason is not None
+        text = self._detok.push(out.token_ids)
+        if finishing:
+            text += self._detok.flush()
+        text, matched = self._stops.feed(text)
+        if finishing and not matched:
+            text += self._stops.flush()
+        outcome = Outcome()
+        if text or out.token_ids:
+            outcome.events.append(Delta(text, list(out.token_ids), list(out.logprobs)))
+        if matched:
+            outcome.events.append(Finished("stop", self.usage()))
+            # Only a request the scheduler still runs needs telling.
+            outcome.ended, outcome.abort_scheduler = True, not finishing
+        elif finishing:
+            outcome.events.append(Finished(str(out.finish_reason), self.usage()))
+            outcome.ended = True
+        return outcome

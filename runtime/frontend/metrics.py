@@ -1,0 +1,75 @@
+"""Prometheus text exposition of the frontend's counters and latency histograms.
+
+Hand-written (a few dozen lines) rather than a dependency: the frontend only needs counters,
+one gauge and cumulative histograms.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+
+_PREFIX = "fastserve_frontend_"
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+JCT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
+
+
+class Histogram:
+    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]) -> None:
+        self.name, self.help, self.buckets = name, help_text, buckets
+        self.counts = [0] * (len(buckets) + 1)  # last slot: above every bound (+Inf)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.total += value
+        self.n += 1
+
+    def render(self) -> list[str]:
+        full = _PREFIX + self.name
+        lines = [f"# HELP {full} {self.help}", f"# TYPE {full} histogram"]
+        cumulative = 0
+        for bound, count in zip(self.buckets, self.counts, strict=False):
+            cumulative += count
+            lines.append(f'{full}_bucket{{le="{bound}"}} {cumulative}')
+        lines.append(f'{full}_bucket{{le="+Inf"}} {self.n}')
+        lines.append(f"{full}_sum {self.total}")
+        lines.append(f"{full}_count {self.n}")
+        return lines
+
+
+class FrontendMetrics:
+    """Counts kept by the service; rendered on GET /metrics."""
+
+    def __init__(self) -> None:
+        self.received = 0  # requests accepted and submitted to the scheduler
+        self.rejected = 0  # requests refused by validation (4xx)
+        self.finished: Counter[str] = Counter()  # finish reason -> requests
+        self.failed = 0  # requests that ended with a server error
+        self.prompt_tokens = 0
+        self.generation_tokens = 0
+        self.ttft = Histogram("time_to_first_token_seconds", "Arrival to first token.", TTFT_BUCKETS)
+        self.jct = Histogram("job_completion_time_seconds", "Arrival to last token.", JCT_BUCKETS)
+
+    def render(self, running: int) -> str:
+        lines: list[str] = []
+        _scalar(lines, "requests_running", "gauge", "Requests in flight.", running)
+        _scalar(lines, "requests_received_total", "counter", "Requests submitted.", self.received)
+        _scalar(lines, "requests_rejected_total", "counter", "Requests refused.", self.rejected)
+        _scalar(lines, "requests_failed_total", "counter", "Requests failed.", self.failed)
+        name = _PREFIX + "requests_finished_total"
+        lines += [f"# HELP {name} Requests finished, by reason.", f"# TYPE {name} counter"]
+        for reason in sorted(self.finished):
+            lines.append(f'{name}{{finish_reason="{reason}"}} {self.finished[reason]}')
+        _scalar(lines, "prompt_tokens_total", "counter", "Prompt tokens.", self.prompt_tokens)
+        _scalar(
+            lines, "generation_tokens_total", "counter", "Tokens generated.", self.generation_tokens
+        )
+        lines += self.ttft.render() + self.jct.render()
+        return "\n".join(lines) + "\n"
+
+
+def _scalar(lines: list[str], name: str, kind: str, help_text: str, value: float) -> None:
+    full = _PREFIX + name
+    lines += [f"# HELP {full} {help_text}", f"# TYPE {full} {kind}", f"{full} {value}"]

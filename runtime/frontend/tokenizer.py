@@ -1,0 +1,130 @@
+"""The model's tokenizer: encode/decode with `tokenizers`, chat template, EOS ids, context.
+
+Reads a Hugging Face style model folder: tokenizer.json, tokenizer_config.json (chat
+template, bos/eos strings), config.json (context length, EOS id) and, when present,
+generation_config.json (extra EOS ids) and chat_template.jinja (newer HF layout).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from fastserve.runtime.frontend.chat_template import ChatTemplate, pick_template_source
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    with path.open(encoding="utf-8") as f:
+        data = json.load(f)
+    return data if isinstance(data, dict) else {}
+
+
+def _token_string(value: Any) -> str:
+    # tokenizer_config stores special tokens as strings or as serialized AddedToken dicts.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return value["content"]
+    return ""
+
+
+def _as_id_list(value: Any) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
+    return []
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Facts about the model the frontend needs besides the tokenizer."""
+
+    max_model_len: int | None  # config.json max_position_embeddings
+    eos_token_ids: tuple[int, ...]  # every id that ends generation (config, generation config)
+
+
+class ModelTokenizer:
+    """Tokenizer plus chat template of one model."""
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        *,
+        chat_template: ChatTemplate | None = None,
+        eos_token_ids: tuple[int, ...] = (),
+        max_model_len: int | None = None,
+    ) -> None:
+        self._tok = tokenizer
+        self.chat_template = chat_template
+        self.eos_token_ids = eos_token_ids
+        self.max_model_len = max_model_len
+        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path) -> ModelTokenizer:
+        root = Path(model_dir).expanduser()
+        tok = Tokenizer.from_file(str(root / "tokenizer.json"))
+        tok_cfg = _read_json(root / "tokenizer_config.json")
+        bos = _token_string(tok_cfg.get("bos_token"))
+        eos = _token_string(tok_cfg.get("eos_token"))
+        source = pick_template_source(tok_cfg.get("chat_template"))
+        jinja_file = root / "chat_template.jinja"
+        if source is None and jinja_file.is_file():
+            source = jinja_file.read_text(encoding="utf-8")
+        template = ChatTemplate(source, bos_token=bos, eos_token=eos) if source else None
+        info = read_model_info(root)
+        eos_ids = list(info.eos_token_ids)
+        # The tokenizer's own EOS may differ from config.json's (chat models often end turns
+        # with a token like <|im_end|>); treat it as an end of generation too.
+        eos_id = tok.token_to_id(eos) if eos else None
+        if eos_id is not None and eos_id not in eos_ids:
+            eos_ids.append(eos_id)
+        return cls(
+            tok,
+            chat_template=template,
+            eos_token_ids=tuple(eos_ids),
+            max_model_len=info.max_model_len,
+        )
+
+    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, token_ids: list[int], *, skip_special_tokens: bool = True) -> str:
+        return self._tok.decode(token_ids, skip_special_tokens=skip_special_tokens)
+
+    def token_text(self, token_id: int) -> str:
+        """One token's text for logprob reports (may be a partial UTF-8 character)."""
+        return self._tok.decode([token_id], skip_special_tokens=False)
+
+    def render_chat(
+        self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True
+    ) -> str:
+        if self.chat_template is None:
+            raise ValueError("this model has no chat template")
+        return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt)
+
+    def encode_chat(
+        self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True
+    ) -> list[int]:
+        text = self.render_chat(messages, add_generation_prompt=add_generation_prompt)
+        # The template writes BOS itself when the model wants one: add no special tokens twice.
+        return self.encode(text, add_special_tokens=False)
+
+
+def read_model_info(model_dir: str | Path) -> ModelInfo:
+    root = Path(model_dir).expanduser()
+    cfg = _read_json(root / "config.json")
+    gen = _read_json(root / "generation_config.json")
+    eos: list[int] = []
+    for value in (cfg.get("eos_token_id"), gen.get("eos_token_id")):
+        eos.extend(i for i in _as_id_list(value) if i not in eos)
+    ctx = cfg.get("max_position_embeddings")
+    ctx = ctx if isinstance(ctx, int) and not isinstance(ctx, bool) and ctx > 0 else None
+    return ModelInfo(max_model_len=ctx, eos_token_ids=tuple(eos))

@@ -1,0 +1,69 @@
+"""A job: the scheduler's view of one request, from arrival to its last token."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from fastserve.protocol.common import SamplingParams
+
+
+class KVLocation(enum.Enum):
+    """Where a job's KV cache lives."""
+
+    NONE = "none"  # nothing computed yet (or released)
+    DEVICE = "device"  # resident in the device pool: the job can run
+    TO_HOST = "to_host"  # offload in flight
+    HOST = "host"  # in the host pool: must be uploaded before it runs
+    TO_DEVICE = "to_device"  # upload in flight
+
+
+@dataclass
+class Job:
+    """Mutable state of one request inside the scheduler."""
+
+    request_id: str  # unique id
+    prompt_ids: list[int]  # prompt token ids
+    sampling: SamplingParams  # sampling parameters
+    arrival: float  # seconds (scheduler clock) when it arrived
+    eos_token_ids: tuple[int, ...] = ()  # model EOS ids, checked unless ignore_eos
+    output_ids: list[int] = field(default_factory=list)  # generated token ids
+    num_computed: int = 0  # tokens whose KV is cached (prompt and output)
+    block_ids: list[int] = field(default_factory=list)  # block table in the pool of `location`
+    location: KVLocation = KVLocation.NONE  # where the KV lives
+    workers_know: bool = False  # NewJob already sent to the workers
+    blocks_told: int = 0  # leading entries of block_ids the workers already have
+    unsent_token_ids: list[int] = field(default_factory=list)  # sampled, not yet told to workers
+    in_flight: bool = False  # part of a tick the workers are executing
+    ran_last_tick: bool = False  # was in the previous batch (to count preemptions)
+    pending_finish: str | None = None  # finish reason to apply once its tick or swap completes
+    # Policy bookkeeping (owned by the policy object; kept here so snapshots can show it).
+    level: int = 0  # MLFQ queue index, 0 = highest priority
+    level_service: float = 0.0  # seconds of own service attained in the current level
+    total_service: float = 0.0  # seconds of own service attained in total
+    last_served: float = 0.0  # when it last ran (scheduler clock); arrival before its first run
+    true_output_len: int | None = None  # known only to the oracle baseline (benchmarks)
+    # Accounting for metrics and logs.
+    first_token_time: float | None = None  # when its first token was sampled
+    num_preemptions: int = 0  # times it was runnable-in-progress and left out of a batch
+    num_swaps: int = 0  # offloads plus uploads of its KV
+
+    @property
+    def num_tokens(self) -> int:
+        """Prompt plus generated tokens."""
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def num_uncomputed(self) -> int:
+        """Tokens the next step must feed: the rest of the prompt, or the last sampled token."""
+        return self.num_tokens - self.num_computed
+
+    @property
+    def in_prefill(self) -> bool:
+        """True until the whole prompt has been computed."""
+        return self.num_computed < len(self.prompt_ids)
+
+    @property
+    def started(self) -> bool:
+        """True once any KV was computed."""
+        return self.num_computed > 0

@@ -1,0 +1,55 @@
+"""The interface every scheduling policy implements, and the FCFS baseline.
+
+A policy only orders jobs: the batch builder (`SchedulerCore`) walks that order and picks
+what fits. Policies are pure: no I/O, no clocks of their own (time is passed in).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from fastserve.runtime.sched.job import Job
+
+
+class SchedulingPolicy(ABC):
+    """Orders unfinished jobs by urgency; learns from the service each job received."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def add(self, job: Job, now: float) -> None:
+        """A job arrived (its prompt is known, nothing computed)."""
+
+    @abstractmethod
+    def remove(self, job: Job) -> None:
+        """A job finished or was aborted; forget it."""
+
+    @abstractmethod
+    def priority_order(self, now: float) -> list[Job]:
+        """Every unfinished job, most urgent first. May promote starving jobs."""
+
+    def on_served(self, served: list[tuple[Job, float]], now: float) -> None:
+        """After an iteration: each job that ran with its own service in seconds."""
+        for job, seconds in served:
+            job.total_service += seconds
+            job.level_service += seconds
+            job.last_served = now
+
+
+class FCFSPolicy(SchedulingPolicy):
+    """First come, first served at iteration level (Orca / vLLM behaviour)."""
+
+    name = "fcfs"
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}  # insertion order = arrival order
+
+    def add(self, job: Job, now: float) -> None:
+        self._jobs[job.request_id] = job
+
+    def remove(self, job: Job) -> None:
+        self._jobs.pop(job.request_id, None)
+
+    def priority_order(self, now: float) -> list[Job]:
+        return list(self._jobs.values())

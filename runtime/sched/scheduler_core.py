@@ -1,0 +1,306 @@
+"""SchedulerCore: all job state and batch building, pure (no I/O, time passed in).
+
+`schedule(now) -> TickPlan` picks the next batch in the policy's priority order;
+`update(result, now)` applies the sampled tokens and returns the outputs for clients.
+KV moves (offload/upload) requested by the cache manager are validated and folded into
+the next tick; the allocators of both pools live here so there is one source of truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastserve.protocol.common import BlockCopy
+from fastserve.protocol.to_cache_manager import CacheSnapshot, JobCacheState
+from fastserve.protocol.to_frontend import RequestOutput
+from fastserve.protocol.to_scheduler import (
+    StepFailed,
+    StepResult,
+    SubmitRequest,
+    SwapDone,
+    SwapPlan,
+)
+from fastserve.protocol.to_worker import NewJob, ScheduledJob, TickPlan
+from fastserve.runtime.kv.allocator import KVBlockPool, blocks_for_tokens
+from fastserve.runtime.sched.job import Job, KVLocation
+from fastserve.runtime.sched.policy import SchedulingPolicy
+from fastserve.runtime.sched.swap_book import SwapBook
+
+# (num_new_tokens, is_prefill) per job of a batch -> relative cost of each job's share.
+ServiceShares = Callable[[list[tuple[int, bool]]], list[float]]
+
+
+def default_service_shares(batch: list[tuple[int, bool]]) -> list[float]:
+    """Without a profile: a prefill token costs 1/20 of a job's share of a decode step."""
+    return [n / 20.0 if prefill else 1.0 for n, prefill in batch]
+
+
+@dataclass
+class BatchLimits:
+    """Limits that apply to every tick."""
+
+    max_batch_jobs: int  # most jobs per tick
+    max_batch_tokens: int  # most tokens per tick (prefill chunks + decodes)
+    block_size: int  # tokens per KV block
+    max_model_len: int  # prompt + output may not exceed this
+
+
+class SchedulerCore:
+    """Owns jobs, pools and the policy; turns them into ticks and results into outputs."""
+
+    def __init__(
+        self,
+        policy: SchedulingPolicy,
+        limits: BatchLimits,
+        device_pool: KVBlockPool,
+        host_pool: KVBlockPool,
+        eos_token_ids: tuple[int, ...],
+        num_swap_ackers: int = 1,
+        service_shares: ServiceShares = default_service_shares,
+    ) -> None:
+        self.policy = policy
+        self.limits = limits
+        self.device = device_pool
+        self.host = host_pool
+        self.eos_token_ids = eos_token_ids
+        self.service_shares = service_shares
+        self.jobs: dict[str, Job] = {}
+        self.tick = 0
+        self.swaps = SwapBook(self, num_swap_ackers)
+        self._batches: dict[int, list[tuple[Job, int]]] = {}  # tick -> (job, tokens fed)
+        self._released: list[str] = []  # jobs the workers must forget, sent with the next tick
+
+    # ---- arrivals and aborts -------------------------------------------------------------
+
+    def add(self, req: SubmitRequest, now: float) -> list[RequestOutput]:
+        """Admit a request; returns an error output if it can never fit the device pool."""
+        need = blocks_for_tokens(
+            len(req.prompt_ids) + req.sampling.max_tokens, self.limits.block_size
+        )
+        if req.request_id in self.jobs:
+            return [_error(req.request_id, f"duplicate request id {req.request_id}")]
+        if need > self.device.num_blocks:
+            return [
+                _error(
+                    req.request_id,
+                    f"request needs {need} KV blocks, the pool has {self.device.num_blocks}",
+                )
+            ]
+        job = Job(
+            req.request_id,
+            list(req.prompt_ids),
+            req.sampling,
+            now,
+            eos_token_ids=self.eos_token_ids,
+            last_served=now,
+        )
+        self.jobs[job.request_id] = job
+        self.policy.add(job, now)
+        return []
+
+    def abort(self, request_id: str, reason: str) -> list[RequestOutput]:
+        """Stop a job now, or as soon as the tick or copy it is part of completes."""
+        job = self.jobs.get(request_id)
+        if job is None:
+            return []
+        if job.in_flight or job.location in (KVLocation.TO_HOST, KVLocation.TO_DEVICE):
+            job.pending_finish = reason
+            return []
+        return [self.finish(job, reason)]
+
+    # ---- building a tick -----------------------------------------------------------------
+
+    def request_swaps(self, plan: SwapPlan) -> None:
+        """Queue the cache manager's offloads and uploads for the next tick."""
+        self.swaps.request(plan)
+
+    def swap_done(self, msg: SwapDone) -> list[RequestOutput]:
+        """A worker finished a copy; once every rank has, the job's KV has moved."""
+        return self.swaps.done(msg)
+
+    def has_work(self) -> bool:
+        """True when some job could run or move now (not all waiting on the workers)."""
+        return (
+            self.swaps.has_pending()
+            or any(
+                not j.in_flight and j.location not in (KVLocation.TO_HOST, KVLocation.TO_DEVICE)
+                for j in self.jobs.values()
+            )
+            or bool(self._released)
+        )
+
+    def schedule(self, now: float) -> TickPlan:
+        """The next tick: a batch in priority order, plus KV moves and releases."""
+        plan = TickPlan(tick=self.tick + 1, released=self._released)
+        self._released = []
+        order = self.policy.priority_order(now)
+        self.swaps.fill(plan, order)
+        batch = self._pick_batch(order)
+        if not batch and not plan.swap_out and not plan.swap_in and not self._batches:
+            self.swaps.unblock(plan, order)  # nothing can run: make room reactively
+        for job in order:
+            if job.ran_last_tick and job.started and all(job is not b for b, _ in batch):
+                job.num_preemptions += 1
+            job.ran_last_tick = any(job is b for b, _ in batch)
+        for job, n in batch:
+            plan.scheduled.append(self._to_scheduled(job, n, plan))
+        if batch or plan.swap_out or plan.swap_in or plan.released:
+            self.tick = plan.tick
+        if batch:
+            self._batches[plan.tick] = batch
+        return plan
+
+    def _pick_batch(self, order: list[Job]) -> list[tuple[Job, int]]:
+        lim = self.limits
+        batch: list[tuple[Job, int]] = []
+        tokens_left = lim.max_batch_tokens
+        for job in order:
+            if len(batch) >= lim.max_batch_jobs or tokens_left <= 0:
+                break
+            if job.in_flight or job.location not in (KVLocation.NONE, KVLocation.DEVICE):
+                continue
+            n = min(job.num_uncomputed, tokens_left)  # a prompt chunk, or 1 when decoding
+            need = blocks_for_tokens(job.num_computed + n, lim.block_size) - len(job.block_ids)
+            # Admit a new job only if its whole prompt fits, so a started prefill can finish.
+            admit = blocks_for_tokens(len(job.prompt_ids) + 1, lim.block_size) - len(job.block_ids)
+            if not self.device.can_allocate(max(need, admit if not job.started else 0)):
+                continue
+            job.block_ids.extend(self.device.allocate(max(need, 0)))
+            job.location = KVLocation.DEVICE
+            job.in_flight = True
+            batch.append((job, n))
+            tokens_left -= n
+        return batch
+
+    def _to_scheduled(self, job: Job, n: int, plan: TickPlan) -> ScheduledJob:
+        if not job.workers_know:
+            plan.new_jobs.append(NewJob(job.request_id, job.prompt_ids, job.sampling))
+            job.workers_know = True
+        # Workers hold the prompt plus every token we told them; send the new ones.
+        sched = ScheduledJob(
+            request_id=job.request_id,
+            num_new_tokens=n,
+            append_token_ids=job.unsent_token_ids,
+            new_block_ids=job.block_ids[job.blocks_told :],
+            sample=job.num_computed + n >= job.num_tokens,
+        )
+        job.unsent_token_ids = []
+        job.blocks_told = len(job.block_ids)
+        return sched
+
+    # ---- results -------------------------------------------------------------------------
+
+    def update(self, result: StepResult, now: float) -> list[RequestOutput]:
+        """Apply a tick's sampled tokens; returns outputs (new tokens, finishes)."""
+        batch = self._batches.pop(result.tick, [])
+        sampled = {t.request_id: t for t in result.tokens}
+        shares = self.service_shares([(n, j.in_prefill) for j, n in batch])
+        scale = result.compute_s / sum(shares) if sum(shares) > 0 else 0.0
+        self.policy.on_served(
+            [(j, s * scale) for (j, _), s in zip(batch, shares, strict=True)], now
+        )
+        outputs: list[RequestOutput] = []
+        for job, n in batch:
+            job.in_flight = False
+            job.num_computed += n
+            token = sampled.get(job.request_id)
+            if job.pending_finish is not None:
+                outputs.append(self.finish(job, job.pending_finish))
+                continue
+            if token is None:
+                continue  # a non-final prefill chunk
+            if job.first_token_time is None:
+                job.first_token_time = now
+            job.output_ids.append(token.token_id)
+            job.unsent_token_ids.append(token.token_id)
+            reason = self._finish_reason(job, token.token_id)
+            out = RequestOutput(
+                job.request_id,
+                [token.token_id],
+                [token.logprob] if job.sampling.logprobs else [],
+                num_prompt_tokens=len(job.prompt_ids),
+            )
+            if reason is not None:
+                self.finish(job, reason)
+                out.finish_reason = reason
+            outputs.append(out)
+        return outputs
+
+    def fail_tick(self, failed: StepFailed) -> list[RequestOutput]:
+        """A worker could not run a tick: its jobs end with the error."""
+        batch = self._batches.pop(failed.tick, [])
+        outputs = []
+        for job, _ in batch:
+            job.in_flight = False
+            outputs.append(self.finish(job, "error", failed.message))
+        return outputs
+
+    def in_flight_ticks(self) -> int:
+        return len(self._batches)
+
+    def _finish_reason(self, job: Job, token: int) -> str | None:
+        params = job.sampling
+        generated = len(job.output_ids)
+        if generated >= params.min_tokens:
+            if not params.ignore_eos and token in job.eos_token_ids:
+                return "stop"
+            if token in params.stop_token_ids:
+                return "stop"
+        if generated >= params.max_tokens or job.num_tokens >= self.limits.max_model_len:
+            return "length"
+        return None
+
+    def finish(self, job: Job, reason: str, error: str | None = None) -> RequestOutput:
+        """Free everything the job holds; tell the workers with the next tick."""
+        if job.location in (KVLocation.DEVICE, KVLocation.NONE):
+            self.device.free(job.block_ids)
+        elif job.location is KVLocation.HOST:
+            self.host.free(job.block_ids)
+        job.block_ids = []
+        job.location = KVLocation.NONE
+        self.jobs.pop(job.request_id, None)
+        self.policy.remove(job)
+        if job.workers_know:
+            self._released.append(job.request_id)
+        if reason == "error":
+            return _error(job.request_id, error or "request failed")
+        return RequestOutput(
+            job.request_id, [], finish_reason=reason, num_prompt_tokens=len(job.prompt_ids)
+        )
+
+    # ---- cache manager view --------------------------------------------------------------
+
+    def snapshot(self, now: float) -> CacheSnapshot:
+        order = self.policy.priority_order(now)
+        states = []
+        for rank, job in enumerate(order):
+            need = blocks_for_tokens(job.num_tokens + 1, self.limits.block_size)
+            if job.location in (KVLocation.DEVICE, KVLocation.TO_DEVICE):
+                need -= len(job.block_ids)
+            states.append(
+                JobCacheState(
+                    job.request_id,
+                    rank,
+                    job.location.value,
+                    len(job.block_ids),
+                    max(need, 0),
+                    job.in_flight,
+                )
+            )
+        return CacheSnapshot(
+            tick=self.tick,
+            free_device_blocks=self.device.num_free,
+            total_device_blocks=self.device.num_blocks,
+            free_host_blocks=self.host.num_free,
+            total_host_blocks=self.host.num_blocks,
+            max_batch_jobs=self.limits.max_batch_jobs,
+            jobs=states,
+        )
+
+
+def _error(request_id: str, message: str) -> RequestOutput:
+    return RequestOutput(request_id, [], finish_reason="error", error=message)
+
+
+__all__ = ["BatchLimits", "BlockCopy", "SchedulerCore", "ServiceShares"]

@@ -1,0 +1,83 @@
+"""What a worker remembers of each job between ticks, and how a tick updates it.
+
+Pure bookkeeping (no tensors): the scheduler sends each job's data once and only diffs
+after; this table replays those diffs into the token ids, positions and block tables
+that the model runner needs for the tick.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastserve.protocol.common import SamplingParams
+from fastserve.protocol.to_worker import TickPlan
+
+
+@dataclass
+class WorkerJob:
+    """A job as one worker knows it."""
+
+    prompt_len: int  # prompt tokens
+    token_ids: list[int]  # prompt plus every generated token the scheduler sent
+    sampling: SamplingParams  # sampling parameters
+    num_computed: int = 0  # tokens whose KV this worker's cache holds
+    block_table: list[int] = field(default_factory=list)  # device block ids, in order
+
+
+@dataclass
+class StepEntry:
+    """One job's work in this tick, ready for the model runner."""
+
+    request_id: str  # job
+    token_ids: list[int]  # tokens to compute now (a prompt chunk, or the last sampled token)
+    start_pos: int  # position of token_ids[0] (= tokens already cached)
+    block_table: list[int]  # device blocks covering start_pos + len(token_ids) tokens
+    sample: bool  # sample a token after this chunk
+    sampling: SamplingParams  # sampling parameters
+    num_generated: int  # tokens generated so far (for min_tokens)
+
+
+class WorkerJobTable:
+    """Jobs known to one worker."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, WorkerJob] = {}
+
+    def apply(self, plan: TickPlan) -> list[StepEntry]:
+        """Forget released jobs, learn new ones, and build this tick's entries."""
+        for rid in plan.released:
+            self.jobs.pop(rid, None)
+        for new in plan.new_jobs:
+            self.jobs[new.request_id] = WorkerJob(
+                len(new.prompt_ids), list(new.prompt_ids), new.sampling
+            )
+        for copy in plan.swap_in:
+            # The upload's destination blocks become the job's table from now on.
+            self.jobs[copy.request_id].block_table = list(copy.dst_block_ids)
+        entries = []
+        for sched in plan.scheduled:
+            job = self.jobs.get(sched.request_id)
+            if job is None:
+                raise KeyError(f"tick {plan.tick} schedules unknown job {sched.request_id}")
+            job.token_ids.extend(sched.append_token_ids)
+            job.block_table.extend(sched.new_block_ids)
+            start = job.num_computed
+            chunk = job.token_ids[start : start + sched.num_new_tokens]
+            if len(chunk) != sched.num_new_tokens:
+                raise ValueError(
+                    f"job {sched.request_id}: asked for {sched.num_new_tokens} tokens at "
+                    f"{start}, worker has {len(job.token_ids)}"
+                )
+            entries.append(
+                StepEntry(
+                    sched.request_id,
+                    chunk,
+                    start,
+                    list(job.block_table),
+                    sched.sample,
+                    job.sampling,
+                    len(job.token_ids) - job.prompt_len,
+                )
+            )
+            job.num_computed += len(chunk)
+        return entries

@@ -1,0 +1,86 @@
+"""ZeroMQ inboxes and outboxes (pyzmq asyncio sockets, one frame per message)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from fastserve.protocol.codec import Codec, ProtocolError
+from fastserve.runtime.logging import get_logger
+from fastserve.runtime.transport import Inbox, Outbox
+
+
+class ZmqInbox(Inbox):
+    """A bound PULL socket, or a SUB socket connected to a publisher."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, address: str, kind: str = "pull") -> None:
+        if kind == "pull":
+            self._sock = ctx.socket(zmq.PULL)
+            self._sock.setsockopt(zmq.RCVHWM, 0)
+            self._sock.bind(address)
+        elif kind == "sub":
+            self._sock = ctx.socket(zmq.SUB)
+            self._sock.setsockopt(zmq.RCVHWM, 0)
+            self._sock.setsockopt(zmq.SUBSCRIBE, b"")
+            self._sock.connect(address)
+        else:
+            raise ValueError(f"unknown inbox kind {kind!r}")
+        self._sock.setsockopt(zmq.LINGER, 0)
+        # A plain socket sharing the same handle: non-blocking reads without futures.
+        self._sync = zmq.Socket.shadow(self._sock.underlying)
+        self._codec = Codec()
+        self._log = get_logger(socket=address)
+
+    async def recv(self) -> Any:
+        while True:
+            frame = await self._sock.recv(copy=True)
+            message = self._decode(frame)
+            if message is not None:
+                return message
+
+    def drain(self) -> list[Any]:
+        out = []
+        while True:
+            try:
+                frame = self._sync.recv(flags=zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return out
+            message = self._decode(frame)
+            if message is not None:
+                out.append(message)
+
+    def _decode(self, frame: bytes) -> Any | None:
+        try:
+            return self._codec.decode(frame).message
+        except ProtocolError as exc:
+            # A bad frame is dropped with a log line; the peer's own failure is its to report.
+            self._log.error("rejected_frame", error=str(exc), size=len(frame))
+            return None
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+
+class ZmqOutbox(Outbox):
+    """A PUSH socket connected to a peer's PULL, or a bound PUB socket."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, address: str, kind: str = "push") -> None:
+        if kind == "push":
+            self._sock = ctx.socket(zmq.PUSH)
+            self._sock.connect(address)
+        elif kind == "pub":
+            self._sock = ctx.socket(zmq.PUB)
+            self._sock.bind(address)
+        else:
+            raise ValueError(f"unknown outbox kind {kind!r}")
+        self._sock.setsockopt(zmq.SNDHWM, 0)
+        self._sock.setsockopt(zmq.LINGER, 1000)
+        self._codec = Codec()
+
+    async def send(self, message: Any) -> None:
+        await self._sock.send(self._codec.encode(message), copy=False)
+
+    def close(self) -> None:
+        self._sock.close(linger=1000)

@@ -1,0 +1,66 @@
+import struct
+
+import msgpack
+import pytest
+
+from fastserve.protocol.codec import MESSAGE_TYPES, PROTOCOL_VERSION, Codec, ProtocolError
+from fastserve.protocol.common import BlockCopy, SamplingParams
+from fastserve.protocol.to_frontend import OutputBatch, RequestOutput
+from fastserve.protocol.to_scheduler import SubmitRequest
+from fastserve.protocol.to_worker import NewJob, ScheduledJob, TickPlan
+
+
+def test_round_trip_nested_messages():
+    codec = Codec()
+    plan = TickPlan(
+        tick=7,
+        new_jobs=[NewJob("r1", [1, 2, 3], SamplingParams(max_tokens=5, seed=42, stop_token_ids=[9]))],
+        scheduled=[ScheduledJob("r1", 3, [], [4, 5], True)],
+        swap_out=[BlockCopy("r0", [1, 2], [10, 11])],
+        released=["r9"],
+    )
+    env = codec.decode(codec.encode(plan))
+    assert env.message == plan
+    assert env.msg_id == 1
+    assert codec.decode(codec.encode(plan)).msg_id == 2
+
+
+def test_optional_fields_round_trip():
+    codec = Codec()
+    out = OutputBatch(3, [RequestOutput("a", [5], [-0.5], finish_reason=None, error=None),
+                          RequestOutput("b", [], finish_reason="error", error="boom")])
+    assert codec.decode(codec.encode(out)).message == out
+
+
+def test_rejects_unknown_type_and_version():
+    codec = Codec()
+    good = codec.encode(SubmitRequest("x", [1], SamplingParams(), 1.0))
+    bad_type = bytes([200]) + good[1:]
+    with pytest.raises(ProtocolError, match="unknown message type 200"):
+        codec.decode(bad_type)
+    bad_version = good[:1] + bytes([PROTOCOL_VERSION + 1]) + good[2:]
+    with pytest.raises(ProtocolError, match="protocol version"):
+        codec.decode(bad_version)
+    with pytest.raises(ProtocolError, match="shorter than the header"):
+        codec.decode(b"\x01")
+
+
+def test_rejects_wrong_field_types():
+    code = next(c for c, cls in MESSAGE_TYPES.items() if cls is SubmitRequest)
+    header = struct.pack("!BBQ", code, PROTOCOL_VERSION, 1)
+    params = [16, 1.0, 1.0, -1, None, 0, [], False, False]
+    ok = msgpack.packb(["id", [1, 2], params, 0.5])
+    assert Codec().decode(header + ok).message.prompt_ids == [1, 2]
+    wrong = msgpack.packb(["id", ["not", "ints"], params, 0.5])
+    with pytest.raises(ProtocolError, match="SubmitRequest.prompt_ids: expected int"):
+        Codec().decode(header + wrong)
+    short = msgpack.packb(["id", [1]])
+    with pytest.raises(ProtocolError, match="needs 4 fields"):
+        Codec().decode(header + short)
+    with pytest.raises(ProtocolError, match="undecodable"):
+        Codec().decode(header + b"\xc1")
+
+
+def test_refuses_to_encode_non_messages():
+    with pytest.raises(ProtocolError):
+        Codec().encode({"not": "a message"})
