@@ -8,6 +8,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from fastserve.protocol.common import BlockCopy
 from fastserve.protocol.to_scheduler import SampledToken, StepFailed, StepResult, SwapDone
 from fastserve.protocol.to_worker import Shutdown, TickPlan
 from fastserve.runtime.actor import Actor
@@ -21,19 +22,31 @@ class CopyHandle(Protocol):
     def done(self) -> bool: ...
 
 
-class Runner(Protocol):
-    """What the worker needs of the model runner."""
+class Sampled(Protocol):
+    """A token the runner sampled."""
 
-    def execute(self, entries: list[StepEntry]) -> list[tuple[int, float]]:
-        """Run one batch; (token id, logprob) for each entry with sample=True, in order."""
+    request_id: str
+    token_id: int
+    logprob: float
+
+
+class Runner(Protocol):
+    """What the worker needs of the model runner (`runtime.model.runner.ModelRunner`)."""
+
+    def execute(self, entries: list[StepEntry]) -> list[Sampled]:
+        """Run one batch; a token for each entry with sample=True, in entry order."""
         ...
 
     def release(self, request_id: str) -> None:
         """Forget per-request state (sampler RNG)."""
         ...
 
-    def start_copy(self, direction: str, src: list[int], dst: list[int]) -> CopyHandle:
-        """Start copying blocks: "out" device->host, "in" host->device."""
+    def swap_out(self, copy: BlockCopy) -> CopyHandle:
+        """Start copying a job's blocks device -> host."""
+        ...
+
+    def swap_in(self, copy: BlockCopy) -> CopyHandle:
+        """Start copying a job's blocks host -> device."""
         ...
 
 
@@ -95,10 +108,10 @@ class WorkerActor(Actor):
             return
         now = time.perf_counter()
         for copy in plan.swap_out:
-            handle = self.runner.start_copy("out", copy.src_block_ids, copy.dst_block_ids)
+            handle = self.runner.swap_out(copy)
             self._copies.append(_Copy(plan.tick, copy.request_id, "out", now, handle))
         for copy in plan.swap_in:
-            handle = self.runner.start_copy("in", copy.src_block_ids, copy.dst_block_ids)
+            handle = self.runner.swap_in(copy)
             self._copies.append(_Copy(plan.tick, copy.request_id, "in", now, handle))
         if not entries:
             return
@@ -111,11 +124,7 @@ class WorkerActor(Actor):
             return
         elapsed = time.perf_counter() - start
         if self.reports_tokens:
-            sampling = [e for e in entries if e.sample]
-            tokens = [
-                SampledToken(e.request_id, tok, lp)
-                for e, (tok, lp) in zip(sampling, sampled, strict=True)
-            ]
+            tokens = [SampledToken(t.request_id, t.token_id, t.logprob) for t in sampled]
             await self.to_scheduler.send(StepResult(plan.tick, self.rank, tokens, elapsed))
         self.log.debug(
             "tick_done",

@@ -12,25 +12,37 @@ from fastserve.runtime.config import ServerConfig
 def add_server_args(p: argparse.ArgumentParser) -> None:
     """Flags shared by `serve` and `launch`."""
     d = ServerConfig()
-    p.add_argument("--model", default=None, help="HF Llama-family directory (default: SmolLM2-135M-Instruct)")
+    p.add_argument(
+        "--model", default=None, help="HF Llama-family directory (default: SmolLM2-135M-Instruct)"
+    )
     p.add_argument("--served-model-name", default=None, help="name clients pass as `model`")
     p.add_argument("--host", default=d.host)
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default=d.dtype)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
-    p.add_argument("--policy", default=d.scheduler.policy,
-                   help="fcfs | mlfq | skip-join-mlfq | oracle")
+    p.add_argument(
+        "--policy", default=d.scheduler.policy, help="fcfs | mlfq | skip-join-mlfq | oracle"
+    )
     p.add_argument("--max-batch-jobs", type=int, default=d.scheduler.max_batch_jobs)
     p.add_argument("--max-batch-tokens", type=int, default=d.scheduler.max_batch_tokens)
-    p.add_argument("--max-model-len", type=int, default=d.max_model_len,
-                   help="context length; 0 = the model's")
+    p.add_argument(
+        "--max-model-len", type=int, default=d.max_model_len, help="context length; 0 = the model's"
+    )
     p.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens)
     p.add_argument("--block-size", type=int, default=d.cache.block_size)
-    p.add_argument("--num-device-blocks", type=int, default=d.cache.num_device_blocks,
-                   help="device KV pool in blocks; 0 = from --device-kv-gib")
+    p.add_argument(
+        "--num-device-blocks",
+        type=int,
+        default=d.cache.num_device_blocks,
+        help="device KV pool in blocks; 0 = from --device-kv-gib",
+    )
     p.add_argument("--device-kv-gib", type=float, default=d.cache.device_kv_gib)
-    p.add_argument("--num-host-blocks", type=int, default=d.cache.num_host_blocks,
-                   help="host KV pool for offloading, in blocks (0 disables)")
+    p.add_argument(
+        "--num-host-blocks",
+        type=int,
+        default=d.cache.num_host_blocks,
+        help="host KV pool for offloading, in blocks (0 disables)",
+    )
     p.add_argument("--swap-watermark", type=float, default=d.cache.watermark)
     p.add_argument("--tp", type=int, default=d.parallel.tp)
     p.add_argument("--pp", type=int, default=d.parallel.pp)

@@ -12,7 +12,9 @@ from fastserve.runtime.logging import configure_logging, get_logger
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
-def kv_bytes_per_block(model_dir: Path, block_size: int, dtype: str, tp: int = 1, pp: int = 1) -> int:
+def kv_bytes_per_block(
+    model_dir: Path, block_size: int, dtype: str, tp: int = 1, pp: int = 1
+) -> int:
     """Bytes one KV block takes on one worker (its share of layers and KV heads)."""
     hf = json.loads((model_dir / "config.json").read_text())
     heads = hf["num_attention_heads"]
@@ -34,8 +36,9 @@ def prepare(cfg: ServerConfig) -> ServerConfig:
     context = int(hf.get("max_position_embeddings", 2048))
     cfg.max_model_len = min(cfg.max_model_len, context) if cfg.max_model_len else context
     if cfg.cache.num_device_blocks == 0:
-        per_block = kv_bytes_per_block(model_dir, cfg.cache.block_size, cfg.dtype,
-                                       cfg.parallel.tp, cfg.parallel.pp)
+        per_block = kv_bytes_per_block(
+            model_dir, cfg.cache.block_size, cfg.dtype, cfg.parallel.tp, cfg.parallel.pp
+        )
         cfg.cache.num_device_blocks = int(cfg.cache.device_kv_gib * 2**30 // per_block)
     if cfg.device == "auto":
         import torch
@@ -56,9 +59,16 @@ def serve(cfg: ServerConfig) -> int:
     configure_logging("supervisor", cfg.log_level)
     log = get_logger()
     cfg = prepare(cfg)
-    log.info("starting", model=cfg.model, device=cfg.device, dtype=cfg.dtype,
-             policy=cfg.scheduler.policy, device_blocks=cfg.cache.num_device_blocks,
-             host_blocks=cfg.cache.num_host_blocks, max_model_len=cfg.max_model_len)
+    log.info(
+        "starting",
+        model=cfg.model,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        policy=cfg.scheduler.policy,
+        device_blocks=cfg.cache.num_device_blocks,
+        host_blocks=cfg.cache.num_host_blocks,
+        max_model_len=cfg.max_model_len,
+    )
     sup = Supervisor(cfg, node_children(cfg))
     try:
         sup.start()

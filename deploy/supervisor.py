@@ -54,8 +54,12 @@ class Supervisor:
 
         cfg_json = self.cfg.to_json()
         for spec in self.children:
-            proc = ctx.Process(target=actor_main, args=(spec.role, cfg_json, spec.rank),
-                               name=f"fastserve-{spec.name}", daemon=False)
+            proc = ctx.Process(
+                target=actor_main,
+                args=(spec.role, cfg_json, spec.rank),
+                name=f"fastserve-{spec.name}",
+                daemon=False,
+            )
             proc.start()
             self.procs[spec.name] = proc
             self.log.info("actor_spawned", child=spec.name, child_pid=proc.pid)
@@ -63,7 +67,9 @@ class Supervisor:
         deadline = time.monotonic() + self.cfg.ready_timeout_s
         while waiting:
             if time.monotonic() > deadline:
-                raise ServerFailure(f"not ready after {self.cfg.ready_timeout_s:.0f}s: {sorted(waiting)}")
+                raise ServerFailure(
+                    f"not ready after {self.cfg.ready_timeout_s:.0f}s: {sorted(waiting)}"
+                )
             self._check_alive()
             msg = self._poll_control(0.2)
             if isinstance(msg, ActorReady):
@@ -93,7 +99,9 @@ class Supervisor:
     def _check_alive(self) -> None:
         for name, proc in self.procs.items():
             if proc.exitcode is not None:
-                raise ServerFailure(f"actor {name} (pid {proc.pid}) exited with code {proc.exitcode}")
+                raise ServerFailure(
+                    f"actor {name} (pid {proc.pid}) exited with code {proc.exitcode}"
+                )
 
     def _poll_control(self, timeout_s: float) -> object | None:
         if not self._control.poll(int(timeout_s * 1000)):

@@ -49,7 +49,9 @@ class FrontendMetrics:
         self.failed = 0  # requests that ended with a server error
         self.prompt_tokens = 0
         self.generation_tokens = 0
-        self.ttft = Histogram("time_to_first_token_seconds", "Arrival to first token.", TTFT_BUCKETS)
+        self.ttft = Histogram(
+            "time_to_first_token_seconds", "Arrival to first token.", TTFT_BUCKETS
+        )
         self.jct = Histogram("job_completion_time_seconds", "Arrival to last token.", JCT_BUCKETS)
 
     def render(self, running: int) -> str:

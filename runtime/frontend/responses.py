@@ -14,7 +14,11 @@ SSE_DONE = b"data: [DONE]\n\n"
 
 def sse_event(payload: dict[str, Any]) -> bytes:
     """One server-sent event: `data: <json>` and a blank line."""
-    return b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    return (
+        b"data: "
+        + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        + b"\n\n"
+    )
 
 
 class ResponseFormatter:
@@ -107,5 +111,14 @@ class ResponseFormatter:
         for t in tokens:
             offsets.append(self._text_offset)
             self._text_offset += len(t)
-        top = [{t: lp} for t, lp in zip(tokens, values, strict=True)] if self.parsed.logprobs else None
-        return {"tokens": tokens, "token_logprobs": values, "top_logprobs": top, "text_offset": offsets}
+        top = (
+            [{t: lp} for t, lp in zip(tokens, values, strict=True)]
+            if self.parsed.logprobs
+            else None
+        )
+        return {
+            "tokens": tokens,
+            "token_logprobs": values,
+            "top_logprobs": top,
+            "text_offset": offsets,
+        }

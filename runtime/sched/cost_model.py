@@ -117,9 +117,7 @@ class CostModel:
             + self.decode_per_context_token * context_tokens
         )
 
-    def iteration_time(
-        self, batch: Sequence[tuple[int, bool]], context_tokens: int = 0
-    ) -> float:
+    def iteration_time(self, batch: Sequence[tuple[int, bool]], context_tokens: int = 0) -> float:
         """Seconds of an iteration of (num_new_tokens, is_prefill) entries."""
         return sum(self.service_shares(batch, context_tokens))
 
@@ -136,9 +134,7 @@ class CostModel:
         decode_share = (
             self.estimate_decode(num_decode, context_tokens) / num_decode if num_decode else 0.0
         )
-        return [
-            self.estimate_prefill(n) if is_prefill else decode_share for n, is_prefill in batch
-        ]
+        return [self.estimate_prefill(n) if is_prefill else decode_share for n, is_prefill in batch]
 
     # -- persistence ----------------------------------------------------------------------
 
@@ -183,7 +179,7 @@ def _fit_decode(points: list[tuple[int, int, float]]) -> tuple[float, float, flo
     bs, ctx, t = arr[:, 0], arr[:, 1], arr[:, 2]
     use_ctx = np.ptp(ctx) > 0
     use_b = np.ptp(bs) > 0
-    for with_ctx in ([True, False] if use_ctx else [False]):
+    for with_ctx in [True, False] if use_ctx else [False]:
         cols = [np.ones_like(t)]
         if use_b:
             cols.append(bs)

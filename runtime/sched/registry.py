@@ -48,9 +48,7 @@ def canonical_policy_name(name: str) -> str:
     return key
 
 
-def make_policy(
-    name: str, cost_model: CostModel | None = None, **options: Any
-) -> SchedulingPolicy:
+def make_policy(name: str, cost_model: CostModel | None = None, **options: Any) -> SchedulingPolicy:
     """A fresh policy. MLFQ options are SkipJoinMLFQ's keyword arguments; skip-join needs
     `cost_model` (prefill estimates), plain MLFQ uses it only for its base quantum."""
     return _FACTORIES[canonical_policy_name(name)](cost_model, **options)

@@ -180,12 +180,11 @@ def test_offload_and_upload_move_blocks_between_pools():
 
 def test_reactive_offload_when_nothing_can_run():
     # Two jobs each hold blocks; the pool is then full and the first needs a new block.
-    core = make_core(blocks=4, host=8, block_size=4, jobs=1)
+    core = make_core(blocks=4, host=8, block_size=4, jobs=2)
     submit(core, "a", prompt_len=7, max_tokens=8)
     submit(core, "b", prompt_len=7, max_tokens=8)
-    core.update(result_for(core.schedule(0.0)), 0.0)  # a: 2 blocks, 8 tokens cached soon
-    plan = core.schedule(0.0)  # a decodes (needs a 3rd block? 8 tokens -> 2 blocks)
-    core.update(result_for(plan), 0.0)
+    # Both prefill into 2 blocks each; two ticks later both need a third block: deadlock
+    # unless the least urgent job (b) is offloaded.
     outs = run_to_end_with_swaps(core)
     assert {o.request_id for o in outs if o.finish_reason == "length"} == {"a", "b"}
     assert core.device.num_free == 4 and core.host.num_free == 8

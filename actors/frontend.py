@@ -1,0 +1,68 @@
+"""Frontend actor: the HTTP/websocket server in front of the scheduler.
+
+The logic lives in `fastserve.runtime.frontend` and knows nothing of ZeroMQ. This shell
+builds the service with a `send` that writes to the scheduler's outbox, feeds it every
+message from the scheduler, and runs the HTTP server in the same event loop.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from fastserve.protocol.to_frontend import OutputBatch
+from fastserve.protocol.to_worker import Shutdown
+from fastserve.runtime.actor import Actor
+from fastserve.runtime.config import ServerConfig
+from fastserve.runtime.frontend.service import FrontendService, RequestHandle, Send
+from fastserve.runtime.transport import Inbox, Outbox
+
+__all__ = ["FrontendActor", "FrontendService", "RequestHandle", "Send", "start_http_server"]
+
+
+async def start_http_server(
+    service: FrontendService, host: str = "127.0.0.1", port: int = 8000
+) -> web.AppRunner:
+    """Serve `service` on host:port; stop it with `await runner.cleanup()`."""
+    # Access logs would duplicate the structured request logs the service writes.
+    runner = web.AppRunner(service.build_app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+class FrontendActor(Actor):
+    """Receives OutputBatch messages for the service; serves HTTP while it runs."""
+
+    name = "frontend"
+
+    def __init__(self, inbox: Inbox, service: FrontendService, host: str, port: int) -> None:
+        super().__init__(inbox)
+        self.service = service
+        self.host, self.port = host, port
+        self._runner: web.AppRunner | None = None
+        self.handlers = {OutputBatch: self.service.handle_output_batch, Shutdown: self._on_shutdown}
+
+    @classmethod
+    def from_config(cls, cfg: ServerConfig, inbox: Inbox, to_scheduler: Outbox) -> FrontendActor:
+        service = FrontendService(
+            to_scheduler.send,
+            model_dir=cfg.model,
+            served_model_name=cfg.served_model_name,
+            max_model_len=cfg.max_model_len,
+            default_max_tokens=cfg.default_max_tokens,
+            request_id_prefix=f"req-{uuid.uuid4().hex[:6]}-",  # unique per run
+        )
+        return cls(inbox, service, cfg.host, cfg.port)
+
+    async def _on_shutdown(self, msg: Shutdown) -> None:
+        self.request_stop()
+
+    async def start(self) -> None:
+        self._runner = await start_http_server(self.service, self.host, self.port)
+
+    async def stop(self) -> None:
+        await self.service.fail_all("server is shutting down")
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -1,0 +1,142 @@
+"""Build each actor with its ZeroMQ sockets from the server config (one function per role)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import zmq.asyncio
+
+from fastserve.actors.cache_manager import CacheManagerActor
+from fastserve.actors.scheduler import SchedulerActor
+from fastserve.runtime.actor import Actor
+from fastserve.runtime.config import ServerConfig
+from fastserve.runtime.kv.allocator import KVBlockPool
+from fastserve.runtime.kv.swap_planner import ProactiveSwapPlanner
+from fastserve.runtime.sched.registry import make_policy
+from fastserve.runtime.sched.scheduler_core import BatchLimits, SchedulerCore
+from fastserve.runtime.zmq_transport import ZmqInbox, ZmqOutbox
+
+if TYPE_CHECKING:
+    from fastserve.runtime.model.runner import ModelRunner
+
+Built = tuple[Actor, dict[str, str]]
+
+
+def eos_token_ids(model_dir: str) -> tuple[int, ...]:
+    """EOS ids from generation_config.json, else config.json."""
+    ids: set[int] = set()
+    for name in ("generation_config.json", "config.json"):
+        path = Path(model_dir) / name
+        if path.exists():
+            value = json.loads(path.read_text()).get("eos_token_id")
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, list):
+                ids.update(int(v) for v in value)
+    return tuple(sorted(ids))
+
+
+def make_scheduler_core(cfg: ServerConfig, num_swap_ackers: int) -> SchedulerCore:
+    """The pure core from the config (shared by the process and in-process builds)."""
+    from fastserve.runtime.sched.profile_cache import load_cost_model
+
+    cost_model = load_cost_model(cfg)
+    policy = make_policy(cfg.scheduler.policy, cost_model, **cfg.scheduler.policy_options)
+    limits = BatchLimits(
+        cfg.scheduler.max_batch_jobs,
+        cfg.scheduler.max_batch_tokens,
+        cfg.cache.block_size,
+        cfg.max_model_len,
+    )
+    return SchedulerCore(
+        policy,
+        limits,
+        KVBlockPool(cfg.cache.num_device_blocks, "device"),
+        KVBlockPool(cfg.cache.num_host_blocks, "host"),
+        eos_token_ids(cfg.model),
+        num_swap_ackers=num_swap_ackers,
+        service_shares=cost_model.service_shares,
+    )
+
+
+async def build_scheduler(cfg: ServerConfig, ctx: zmq.asyncio.Context, rank: int) -> Built:
+    ep = cfg.endpoints
+    workers = cfg.parallel.tp * cfg.parallel.pp
+    core = make_scheduler_core(cfg, num_swap_ackers=workers)
+    actor = SchedulerActor(
+        ZmqInbox(ctx, ep.scheduler_in),
+        ZmqOutbox(ctx, ep.ticks, "pub"),
+        ZmqOutbox(ctx, ep.frontend_in),
+        ZmqOutbox(ctx, ep.cache_in),
+        core,
+        max_ticks_in_flight=cfg.parallel.pp,
+    )
+    return actor, {
+        "policy": cfg.scheduler.policy,
+        "device_blocks": str(cfg.cache.num_device_blocks),
+    }
+
+
+async def build_cache_manager(cfg: ServerConfig, ctx: zmq.asyncio.Context, rank: int) -> Built:
+    ep = cfg.endpoints
+    planner = ProactiveSwapPlanner(cfg.cache.watermark, cfg.cache.lookahead_ticks)
+    actor = CacheManagerActor(ZmqInbox(ctx, ep.cache_in), ZmqOutbox(ctx, ep.scheduler_in), planner)
+    return actor, {"host_blocks": str(cfg.cache.num_host_blocks)}
+
+
+def make_runner(cfg: ServerConfig) -> ModelRunner:
+    """The model runner of a single-device worker."""
+    import torch  # only workers pay for importing torch
+
+    from fastserve.runtime.model.runner import ModelRunner
+
+    torch.manual_seed(cfg.seed)
+    return ModelRunner(
+        cfg.model,
+        cfg.dtype,
+        cfg.device,
+        cfg.cache.num_device_blocks,
+        cfg.cache.block_size,
+        cfg.cache.num_host_blocks,
+        seed=cfg.seed,
+    )
+
+
+async def build_worker(cfg: ServerConfig, ctx: zmq.asyncio.Context, rank: int) -> Built:
+    from fastserve.actors.worker import WorkerActor
+
+    ep = cfg.endpoints
+    inbox = ZmqInbox(ctx, ep.ticks, "sub")  # subscribe before loading: no tick is missed
+    runner = make_runner(cfg)
+    actor = WorkerActor(
+        inbox, ZmqOutbox(ctx, ep.scheduler_in), runner, rank=rank, reports_tokens=rank == 0
+    )
+    return actor, {"rank": str(rank), "device": cfg.device, "dtype": cfg.dtype}
+
+
+async def build_frontend(cfg: ServerConfig, ctx: zmq.asyncio.Context, rank: int) -> Built:
+    from fastserve.actors.frontend import FrontendActor
+
+    ep = cfg.endpoints
+    actor = FrontendActor.from_config(
+        cfg, ZmqInbox(ctx, ep.frontend_in), ZmqOutbox(ctx, ep.scheduler_in)
+    )
+    return actor, {"url": f"http://{cfg.host}:{cfg.port}"}
+
+
+BUILDERS: dict[str, Callable[[ServerConfig, zmq.asyncio.Context, int], Awaitable[Built]]] = {
+    "scheduler": build_scheduler,
+    "cache_manager": build_cache_manager,
+    "worker": build_worker,
+    "frontend": build_frontend,
+}
+
+
+async def build_actor(role: str, cfg: ServerConfig, ctx: zmq.asyncio.Context, rank: int) -> Built:
+    builder = BUILDERS.get(role)
+    if builder is None:
+        raise ValueError(f"unknown actor role {role!r}; known: {sorted(BUILDERS)}")
+    return await builder(cfg, ctx, rank)

@@ -1,0 +1,141 @@
+"""HTTP handlers of the OpenAI-compatible API, plus /health and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from fastserve.runtime.frontend.app import SERVICE_KEY
+from fastserve.runtime.frontend.errors import error_body, server_error_body
+from fastserve.runtime.frontend.events import Delta, Failed, Finished
+from fastserve.runtime.frontend.responses import SSE_DONE, ResponseFormatter, sse_event
+from fastserve.runtime.frontend.service import FrontendService, RequestHandle
+
+# How often a handler checks that its client is still connected. aiohttp does not cancel
+# handlers on disconnect, and a request waiting in the scheduler's queues writes nothing
+# that could fail, so without this a vanished client's request would run to the end.
+DISCONNECT_POLL_S = 0.2
+_PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, "completion")
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, "chat")
+
+
+async def models(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    card = {
+        "id": service.limits.model_name,
+        "object": "model",
+        "created": service.created,
+        "owned_by": "fastserve",
+        "max_model_len": service.limits.max_model_len,
+    }
+    return web.json_response({"object": "list", "data": [card]})
+
+
+async def health(request: web.Request) -> web.Response:
+    ready = request.app[SERVICE_KEY].ready
+    return web.json_response(
+        {"status": "ok" if ready else "starting"}, status=200 if ready else 503
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    text = request.app[SERVICE_KEY].metrics_text()
+    return web.Response(body=text.encode(), headers={"Content-Type": _PROMETHEUS_TYPE})
+
+
+async def _serve(request: web.Request, kind: str) -> web.StreamResponse:
+    service = request.app[SERVICE_KEY]
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        service.metrics.rejected += 1
+        message = f"We could not parse the JSON body of your request: {exc}"
+        return web.json_response(error_body(message), status=400)
+    parsed = service.parse(kind, body)  # RequestError -> 4xx by the middleware
+    handle = await service.submit(parsed)
+    watcher = asyncio.create_task(_watch_disconnect(request, handle))
+    try:
+        if parsed.stream:
+            return await _stream(request, service, handle)
+        return await _whole(service, handle)
+    finally:
+        watcher.cancel()
+        await handle.cancel()  # no-op unless the request is still running
+
+
+async def _watch_disconnect(request: web.Request, handle: RequestHandle) -> None:
+    while True:
+        await asyncio.sleep(DISCONNECT_POLL_S)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            await handle.cancel()
+            return
+
+
+def _formatter(service: FrontendService, handle: RequestHandle) -> ResponseFormatter:
+    prefix = "chatcmpl-" if handle.parsed.kind == "chat" else "cmpl-"
+    created = int(handle.arrival_wall or time.time())
+    return ResponseFormatter(
+        handle.parsed, prefix + handle.request_id, created, service.tokenizer.token_text
+    )
+
+
+async def _whole(service: FrontendService, handle: RequestHandle) -> web.Response:
+    texts: list[str] = []
+    everything = Delta("")
+    async for event in handle:
+        if isinstance(event, Delta):
+            texts.append(event.text)
+            everything.token_ids += event.token_ids
+            everything.logprobs += event.logprobs
+        elif isinstance(event, Failed):
+            return web.json_response(server_error_body(event.message), status=500)
+        elif isinstance(event, Finished):
+            fmt = _formatter(service, handle)
+            body = fmt.response("".join(texts), everything, event.finish_reason, event.usage)
+            return web.json_response(body)
+    raise RuntimeError("request events ended without a finish")
+
+
+async def _stream(
+    request: web.Request, service: FrontendService, handle: RequestHandle
+) -> web.StreamResponse:
+    fmt = _formatter(service, handle)
+    response: web.StreamResponse | None = None
+    try:
+        async for event in handle:
+            if response is None:
+                # Headers wait for the first event so that a request failing before its first
+                # token still gets a plain HTTP 500 instead of a stream that carries an error.
+                if isinstance(event, Failed):
+                    return web.json_response(server_error_body(event.message), status=500)
+                response = web.StreamResponse(headers=_SSE_HEADERS)
+                await response.prepare(request)
+                for chunk in fmt.opening_chunks():
+                    await response.write(sse_event(chunk))
+            if isinstance(event, Delta):
+                chunk = fmt.delta_chunk(event)
+                if chunk is not None:
+                    await response.write(sse_event(chunk))
+            elif isinstance(event, Finished):
+                for chunk in fmt.closing_chunks(event):
+                    await response.write(sse_event(chunk))
+            else:
+                await response.write(sse_event(server_error_body(event.message)))
+        assert response is not None
+        await response.write(SSE_DONE)
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client left mid-stream; the caller's `finally` aborts the request.
+        pass
+    return response if response is not None else web.Response(status=499)

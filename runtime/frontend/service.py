@@ -1,0 +1,217 @@
+"""FrontendService: the frontend's logic, independent of ZeroMQ.
+
+The transport gives it a `send` callable (protocol message -> scheduler) and calls
+`on_message` for every message from the scheduler. Consumers (HTTP handlers, websocket
+sessions) call `parse`, then `submit`, then iterate the returned RequestHandle's events.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from fastserve.protocol.to_frontend import OutputBatch
+from fastserve.protocol.to_scheduler import AbortRequest, SubmitRequest
+from fastserve.runtime.frontend.errors import RequestError
+from fastserve.runtime.frontend.events import Event, Failed, Finished
+from fastserve.runtime.frontend.inflight import InflightRequest
+from fastserve.runtime.frontend.metrics import FrontendMetrics
+from fastserve.runtime.frontend.openai_schema import ParsedRequest, ServerLimits, parse_request
+from fastserve.runtime.frontend.tokenizer import ModelTokenizer
+
+Send = Callable[[object], Awaitable[None] | None]
+_log = structlog.get_logger(actor="frontend")  # lazy: honours a later structlog.configure
+
+
+class RequestHandle:
+    """A submitted request as its consumer sees it: an id and a stream of events."""
+
+    def __init__(self, service: FrontendService, inflight: InflightRequest) -> None:
+        self._service = service
+        self._inflight = inflight
+        self.request_id = inflight.request_id
+        self.parsed = inflight.parsed
+        self.arrival_wall = inflight.arrival_wall
+        self.done = False  # the terminal event was delivered
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        while not self.done:
+            event = await self._inflight.queue.get()
+            self.done = isinstance(event, Finished | Failed)
+            yield event
+
+    async def cancel(self) -> None:
+        """The consumer is gone (client disconnect, abort): stop the request if it runs."""
+        if not self._inflight.ended:
+            await self._service.abort(self.request_id)
+
+
+class FrontendService:
+    def __init__(
+        self,
+        send: Send,
+        *,
+        model_dir: str | Path | None = None,
+        served_model_name: str | None = None,
+        max_model_len: int | None = None,
+        default_max_tokens: int = 512,
+        request_id_prefix: str = "req-",
+        tokenizer: ModelTokenizer | None = None,
+        ready: bool = True,
+    ) -> None:
+        if tokenizer is None:
+            if model_dir is None:
+                raise ValueError("FrontendService needs model_dir or tokenizer")
+            tokenizer = ModelTokenizer.from_dir(model_dir)
+        context = max_model_len or tokenizer.max_model_len
+        if not context:
+            raise ValueError(
+                "max_model_len is not given and config.json has no max_position_embeddings"
+            )
+        name = served_model_name or (Path(model_dir).name if model_dir else "model")
+        self.tokenizer = tokenizer
+        self.limits = ServerLimits(name, context, default_max_tokens)
+        self.metrics = FrontendMetrics()
+        self.ready = ready  # /health answers 200 only when True
+        self.created = int(time.time())
+        self._send_fn = send
+        self._prefix = request_id_prefix
+        self._ids = itertools.count(1)
+        self._requests: dict[str, InflightRequest] = {}
+
+    # -- used by the transport ----------------------------------------------------------
+
+    async def on_message(self, msg: object) -> None:
+        """Entry point for every message the scheduler sends to the frontend."""
+        if isinstance(msg, OutputBatch):
+            await self.handle_output_batch(msg)
+        else:
+            _log.warning("frontend.unexpected_message", type=type(msg).__name__)
+
+    async def handle_output_batch(self, batch: OutputBatch) -> None:
+        for out in batch.outputs:
+            inflight = self._requests.get(out.request_id)
+            if inflight is None:
+                continue  # ended here already (stop string, client gone): late tokens
+            had_token = inflight.first_token_at is not None
+            self.metrics.generation_tokens += len(out.token_ids)
+            outcome = inflight.consume(out)
+            if not had_token and inflight.first_token_at is not None:
+                ttft = inflight.first_token_at - inflight.arrival
+                self.metrics.ttft.observe(ttft)
+                inflight.log.info("request.first_token", ttft_s=round(ttft, 6), tick=batch.tick)
+            for event in outcome.events:
+                inflight.queue.put_nowait(event)
+            if outcome.ended:
+                self._end(inflight, outcome.events[-1])
+            if outcome.abort_scheduler:
+                await self._send(AbortRequest(inflight.request_id, reason="stop"))
+
+    async def fail_all(self, message: str) -> None:
+        """The scheduler is gone: end every request with a server error."""
+        for inflight in list(self._requests.values()):
+            event = Failed(message, inflight.usage())
+            inflight.queue.put_nowait(event)
+            self._end(inflight, event)
+
+    # -- used by the HTTP and websocket handlers ----------------------------------------
+
+    def parse(self, kind: str, body: Any) -> ParsedRequest:
+        """Validate a request body; raise RequestError (counted as rejected) when invalid."""
+        try:
+            if not self.ready:
+                raise RequestError(
+                    "the server is not ready", status=503, err_type="service_unavailable"
+                )
+            return parse_request(kind, body, self.tokenizer, self.limits)
+        except RequestError as exc:
+            self.metrics.rejected += 1
+            _log.info("request.rejected", status=exc.status, message=exc.message)
+            raise
+
+    async def submit(self, parsed: ParsedRequest) -> RequestHandle:
+        request_id = f"{self._prefix}{next(self._ids)}"
+        inflight = InflightRequest(request_id, parsed, self.tokenizer)
+        self._requests[request_id] = inflight
+        self.metrics.received += 1
+        self.metrics.prompt_tokens += len(parsed.prompt_ids)
+        inflight.log.info(
+            "request.arrived",
+            kind=parsed.kind,
+            prompt_tokens=len(parsed.prompt_ids),
+            max_tokens=parsed.sampling.max_tokens,
+            stream=parsed.stream,
+        )
+        msg = SubmitRequest(request_id, parsed.prompt_ids, parsed.sampling, inflight.arrival_wall)
+        try:
+            await self._send(msg)
+        except Exception:
+            self._requests.pop(request_id, None)
+            inflight.ended = True
+            inflight.log.exception("request.submit_failed")
+            raise
+        return RequestHandle(self, inflight)
+
+    async def abort(self, request_id: str, reason: str = "abort") -> None:
+        """End a request here and tell the scheduler to stop it (client gone or abort)."""
+        inflight = self._requests.get(request_id)
+        if inflight is None:
+            return
+        event = Finished("abort", inflight.usage())
+        inflight.queue.put_nowait(event)  # wakes a consumer still waiting for tokens
+        self._end(inflight, event)
+        await self._send(AbortRequest(request_id, reason=reason))
+
+    @property
+    def num_running(self) -> int:
+        return len(self._requests)
+
+    def metrics_text(self) -> str:
+        return self.metrics.render(self.num_running)
+
+    def build_app(self) -> web.Application:
+        from fastserve.runtime.frontend.app import build_app
+
+        return build_app(self)
+
+    # -- internals ----------------------------------------------------------------------
+
+    async def _send(self, msg: object) -> None:
+        result = self._send_fn(msg)
+        if inspect.isawaitable(result):
+            await result
+
+    def _end(self, inflight: InflightRequest, event: Event) -> None:
+        inflight.ended = True
+        self._requests.pop(inflight.request_id, None)
+        now = time.monotonic()
+        jct = now - inflight.arrival
+        ttft = (
+            None if inflight.first_token_at is None else inflight.first_token_at - inflight.arrival
+        )
+        n = inflight.num_generated
+        tpot = None
+        if inflight.first_token_at is not None and n > 1:
+            tpot = (now - inflight.first_token_at) / (n - 1)
+        fields = {
+            "prompt_tokens": len(inflight.parsed.prompt_ids),
+            "completion_tokens": n,
+            "jct_s": round(jct, 6),
+            "ttft_s": None if ttft is None else round(ttft, 6),
+            "tpot_s": None if tpot is None else round(tpot, 6),
+        }
+        if isinstance(event, Failed):
+            self.metrics.failed += 1
+            inflight.log.warning("request.failed", error=event.message, **fields)
+            return
+        reason = event.finish_reason if isinstance(event, Finished) else "unknown"
+        self.metrics.finished[reason] += 1
+        self.metrics.jct.observe(jct)
+        inflight.log.info("request.finished", finish_reason=reason, **fields)

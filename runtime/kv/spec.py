@@ -1,0 +1,62 @@
+"""KV cache geometry: how big a block is and how many fit a memory budget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fastserve.runtime.model.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class KVCacheSpec:
+    """Shape of one rank's KV cache block: `block_size` tokens of K and V for every layer."""
+
+    num_layers: int
+    num_kv_heads: int  # heads held by this rank (kv heads / tp size)
+    head_dim: int
+    block_size: int
+    dtype: torch.dtype
+
+    @classmethod
+    def for_model(
+        cls, config: ModelConfig, block_size: int, dtype: torch.dtype, tp_size: int = 1
+    ) -> KVCacheSpec:
+        if config.num_kv_heads % tp_size:
+            raise ValueError(f"{config.num_kv_heads} kv heads do not split over tp={tp_size}")
+        return cls(
+            num_layers=config.num_layers,
+            num_kv_heads=config.num_kv_heads // tp_size,
+            head_dim=config.head_dim,
+            block_size=block_size,
+            dtype=dtype,
+        )
+
+    @property
+    def dtype_size(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
+
+    @property
+    def bytes_per_token(self) -> int:
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * self.dtype_size
+
+    @property
+    def bytes_per_block(self) -> int:
+        return self.bytes_per_token * self.block_size
+
+    def block_shape(self) -> tuple[int, ...]:
+        """Shape of one block in a pool: (layers, K|V, kv_heads, block_size * head_dim).
+
+        Per block and head, keys are stored transposed ([head_dim, block_size]) and values
+        as they are ([block_size, head_dim]): exactly the operands of the two attention
+        matmuls, so decode reads blocks without re-laying them out (see pools.py).
+        """
+        return (self.num_layers, 2, self.num_kv_heads, self.block_size * self.head_dim)
+
+    def blocks_for_bytes(self, budget_bytes: int | float) -> int:
+        """How many whole blocks fit in `budget_bytes`."""
+        return max(0, int(budget_bytes) // self.bytes_per_block)
+
+    def blocks_for_gib(self, gib: float) -> int:
+        return self.blocks_for_bytes(gib * (1 << 30))

@@ -1,0 +1,245 @@
+"""Paged attention over a flattened batch of jobs of different lengths.
+
+The batch is one [T, ...] tensor: first the single-query rows (decodes, in job order),
+then each multi-token job's rows (prefill chunks). Every token's K/V is first written into
+its cache slot; then
+- prefill chunks run causal SDPA per job over the job's keys (fresh ones, or gathered from
+  the cache when earlier tokens are cached), and
+- all single-query rows run together as split-K paged attention: every cached block of
+  every job is scored in one batched matmul straight from the gathered blocks (the pool
+  stores keys transposed, see kv/pools.py), and the per-block softmax partials are merged
+  per job with a log-sum-exp reduction. Padding is at most one partly filled block per
+  job, never proportional to the longest job in the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class DecodeMeta:
+    """Split-K layout of the single-query rows."""
+
+    num_seqs: int
+    blocks: torch.Tensor  # [n] every cached block of every single-query job, job by job
+    owner: torch.Tensor  # [n] which single-query row each of those blocks belongs to
+    bias: torch.Tensor  # [n, 1, 1, block_size] float32: 0 for filled slots, -inf beyond
+    one_block_each: bool  # every job fits in one block: no merge needed
+
+
+@dataclass
+class PrefillSeq:
+    """One multi-token job in the flattened batch."""
+
+    row_start: int
+    row_end: int
+    start_pos: int  # tokens of this job already cached before this chunk
+    block_ids: torch.Tensor | None  # blocks to gather when start_pos > 0
+    mask: torch.Tensor | None  # [rows, keys] bool, when start_pos > 0 (bottom-right causal)
+
+
+@dataclass
+class AttentionMetadata:
+    """Everything attention needs for one forward, shared by all layers."""
+
+    num_tokens: int
+    positions: torch.Tensor  # [T] position of each token in its job
+    write_blocks: torch.Tensor  # [T] cache block of each token's slot
+    write_offsets: torch.Tensor  # [T] offset of the slot inside its block
+    decode: DecodeMeta | None
+    prefills: list[PrefillSeq]
+
+
+@dataclass
+class SeqInput:
+    """One job's slice of the batch, as the metadata builder sees it."""
+
+    num_tokens: int
+    start_pos: int
+    block_table: list[int]
+
+
+def build_metadata(
+    seqs: list[SeqInput],
+    block_size: int,
+    device: torch.device,
+) -> AttentionMetadata:
+    """Metadata for `seqs`, which must list single-token jobs before multi-token ones."""
+    positions: list[int] = []
+    wblocks: list[int] = []
+    woffsets: list[int] = []
+    decode_seqs: list[SeqInput] = []
+    prefills: list[PrefillSeq] = []
+    row = 0
+    for seq in seqs:
+        end_pos = seq.start_pos + seq.num_tokens
+        if len(seq.block_table) * block_size < end_pos:
+            raise ValueError(
+                f"block table of {len(seq.block_table)} blocks cannot hold {end_pos} tokens"
+            )
+        span = range(seq.start_pos, end_pos)
+        positions.extend(span)
+        wblocks.extend(seq.block_table[p // block_size] for p in span)
+        woffsets.extend(p % block_size for p in span)
+        if seq.num_tokens == 1:
+            if prefills:
+                raise ValueError("single-token jobs must come before multi-token jobs")
+            decode_seqs.append(seq)
+        else:
+            prefills.append(_prefill_seq(seq, row, block_size, device))
+        row += seq.num_tokens
+
+    def t(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long).to(device, non_blocking=True)
+
+    return AttentionMetadata(
+        num_tokens=row,
+        positions=t(positions),
+        write_blocks=t(wblocks),
+        write_offsets=t(woffsets),
+        decode=_decode_meta(decode_seqs, block_size, device) if decode_seqs else None,
+        prefills=prefills,
+    )
+
+
+def _prefill_seq(seq: SeqInput, row: int, block_size: int, device: torch.device) -> PrefillSeq:
+    if seq.start_pos == 0:
+        return PrefillSeq(row, row + seq.num_tokens, 0, None, None)
+    total = seq.start_pos + seq.num_tokens
+    nblocks = -(-total // block_size)
+    key_pos = torch.arange(total)
+    query_pos = torch.arange(seq.start_pos, total)
+    mask = key_pos.unsqueeze(0) <= query_pos.unsqueeze(1)
+    return PrefillSeq(
+        row,
+        row + seq.num_tokens,
+        seq.start_pos,
+        torch.tensor(seq.block_table[:nblocks], dtype=torch.long).to(device),
+        mask.to(device),
+    )
+
+
+def _decode_meta(seqs: list[SeqInput], block_size: int, device: torch.device) -> DecodeMeta:
+    blocks: list[int] = []
+    owner: list[int] = []
+    filled: list[int] = []
+    for i, seq in enumerate(seqs):
+        total = seq.start_pos + 1
+        nblocks = -(-total // block_size)
+        blocks.extend(seq.block_table[:nblocks])
+        owner.extend([i] * nblocks)
+        filled.extend([block_size] * (nblocks - 1) + [total - (nblocks - 1) * block_size])
+    lane = torch.arange(block_size)
+    empty = lane.unsqueeze(0) >= torch.tensor(filled).unsqueeze(1)
+    # float32: decode scores are computed in float32 whatever the model dtype.
+    bias = torch.zeros(empty.shape, dtype=torch.float32).masked_fill_(empty, float("-inf"))
+    return DecodeMeta(
+        num_seqs=len(seqs),
+        blocks=torch.tensor(blocks, dtype=torch.long).to(device),
+        owner=torch.tensor(owner, dtype=torch.long).to(device),
+        bias=bias.view(len(filled), 1, 1, block_size).to(device),
+        one_block_each=len(owner) == len(seqs),
+    )
+
+
+def write_kv(
+    key_blocks: torch.Tensor, value_blocks: torch.Tensor, meta: AttentionMetadata, kv: torch.Tensor
+) -> None:
+    """Store every token's K and V (kv: [T, 2, kv_heads, D]) into its cache slot.
+
+    key_blocks: [num_blocks, kv_heads, D, block_size]; value_blocks: [num_blocks, kv_heads,
+    block_size, D] (one layer of the pool).
+    """
+    key_blocks[meta.write_blocks, :, :, meta.write_offsets] = kv[:, 0]
+    value_blocks[meta.write_blocks, :, meta.write_offsets] = kv[:, 1]
+
+
+def paged_attention(
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    key_blocks: torch.Tensor,
+    value_blocks: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float,
+) -> torch.Tensor:
+    """Attention for the whole batch.
+
+    q: [T, heads, D]; kv: [T, 2, kv_heads, D] (this step's K/V, already written to the
+    cache). Returns [T, heads * D].
+    """
+    outs: list[torch.Tensor] = []
+    if meta.decode is not None:
+        n = meta.decode.num_seqs
+        outs.append(_decode(q[:n], key_blocks, value_blocks, meta.decode, scale))
+    for seq in meta.prefills:
+        outs.append(_prefill(q, kv, key_blocks, value_blocks, seq, scale))
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return out.reshape(meta.num_tokens, -1)
+
+
+def _prefill(
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    key_blocks: torch.Tensor,
+    value_blocks: torch.Tensor,
+    seq: PrefillSeq,
+    scale: float,
+) -> torch.Tensor:
+    qs = q[seq.row_start : seq.row_end].transpose(0, 1).unsqueeze(0)  # [1, H, Lq, D]
+    if seq.block_ids is None:
+        fresh = kv[seq.row_start : seq.row_end]  # [Lq, 2, KVH, D]
+        k = fresh[:, 0].transpose(0, 1).unsqueeze(0)  # [1, KVH, Lq, D]
+        v = fresh[:, 1].transpose(0, 1).unsqueeze(0)
+        causal, mask = True, None
+    else:
+        total = seq.start_pos + seq.row_end - seq.row_start
+        kvh, dim = key_blocks.shape[1], key_blocks.shape[2]
+        # [nb, KVH, D, bs] -> [KVH, nb * bs, D]; [nb, KVH, bs, D] -> [KVH, nb * bs, D]
+        k = key_blocks.index_select(0, seq.block_ids).permute(1, 0, 3, 2).reshape(kvh, -1, dim)
+        v = value_blocks.index_select(0, seq.block_ids).transpose(0, 1).reshape(kvh, -1, dim)
+        k, v = k[:, :total].unsqueeze(0), v[:, :total].unsqueeze(0)
+        causal, mask = False, seq.mask
+    out = F.scaled_dot_product_attention(
+        qs, k, v, attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=True
+    )
+    return out[0].transpose(0, 1)  # [Lq, H, D]
+
+
+def _decode(
+    q: torch.Tensor,
+    key_blocks: torch.Tensor,
+    value_blocks: torch.Tensor,
+    dm: DecodeMeta,
+    scale: float,
+) -> torch.Tensor:
+    """Split-K paged attention for single-query rows: q [B, H, D] -> [B, H, D]."""
+    batch, heads, dim = q.shape
+    kv_heads = key_blocks.shape[1]
+    group = heads // kv_heads
+    compute = torch.float32  # scores and softmax in float32 even for bf16 caches
+    k = key_blocks.index_select(0, dm.blocks).to(compute)  # [n, KVH, D, bs]
+    v = value_blocks.index_select(0, dm.blocks).to(compute)  # [n, KVH, bs, D]
+    qg = (q.to(compute) * scale).view(batch, kv_heads, group, dim)
+    if not dm.one_block_each:
+        qg = qg.index_select(0, dm.owner)
+    scores = torch.matmul(qg, k).add_(dm.bias)  # [n, KVH, G, bs]
+    peak = scores.amax(-1, keepdim=True)
+    probs = scores.sub_(peak).exp_()
+    denom = probs.sum(-1, keepdim=True)
+    partial = torch.matmul(probs, v)  # [n, KVH, G, D], unnormalised
+    if dm.one_block_each:
+        return (partial / denom).view(batch, heads, dim).to(q.dtype)
+    # Merge block partials per job: rescale each by exp(its max - the job's max).
+    owner = dm.owner
+    job_peak = torch.full((batch, kv_heads, group, 1), float("-inf"), dtype=compute, device=q.device)
+    job_peak.scatter_reduce_(0, owner.view(-1, 1, 1, 1).expand_as(peak), peak, "amax")
+    weight = (peak - job_peak.index_select(0, owner)).exp_()
+    num = torch.zeros((batch, kv_heads, group, dim), dtype=compute, device=q.device)
+    num.index_add_(0, owner, partial.mul_(weight))
+    den = torch.zeros((batch, kv_heads, group, 1), dtype=compute, device=q.device)
+    den.index_add_(0, owner, denom.mul_(weight))
+    return (num / den).view(batch, heads, dim).to(q.dtype)

@@ -1,0 +1,113 @@
+"""Llama-family decoder (Llama, Mistral, Qwen2, SmolLM) for serving.
+
+One forward runs a flattened batch: every token of every job in one [T, hidden] tensor,
+positions per token, and paged attention per job (see attention.py). Weights are plain
+tensors (fused qkv and gate/up) and the layer loop is a plain function: on a small model
+on a CPU, Python overhead per op is a visible share of a decode step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from fastserve.runtime.model.attention import AttentionMetadata, paged_attention, write_kv
+from fastserve.runtime.model.config import ModelConfig
+from fastserve.runtime.model.layers import RotaryEmbedding, rms_norm, silu_and_mul
+from fastserve.runtime.model.parallel import TPGroup
+from fastserve.runtime.model.weights import LayerWeights, ModelWeights, load_weights
+
+
+class LlamaModel:
+    """Weights of one tensor-parallel rank and the forward pass over a paged KV cache."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        weights: ModelWeights,
+        dtype: torch.dtype,
+        device: torch.device,
+        tp: TPGroup | None = None,
+    ):
+        self.config = config
+        self.weights = weights
+        self.dtype = dtype
+        self.device = device
+        self.tp = tp or TPGroup()
+        self.num_heads = config.num_heads // self.tp.size  # heads on this rank
+        self.num_kv_heads = config.num_kv_heads // self.tp.size
+        self.head_dim = config.head_dim
+        self.q_size = self.num_heads * self.head_dim
+        self.kv_size = self.num_kv_heads * self.head_dim
+        self.scale = self.head_dim**-0.5
+        self.rope = RotaryEmbedding(
+            self.head_dim,
+            config.max_position_embeddings,
+            config.rope_theta,
+            config.rope_scaling,
+            dtype,
+            device,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | Path,
+        dtype: torch.dtype,
+        device: torch.device,
+        tp: TPGroup | None = None,
+        config: ModelConfig | None = None,
+    ) -> LlamaModel:
+        tp = tp or TPGroup()
+        config = config or ModelConfig.from_model_dir(model_dir)
+        weights = load_weights(Path(model_dir), config, dtype, device, tp)
+        return cls(config, weights, dtype, device, tp)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        meta: AttentionMetadata,
+        kv_layers: list[tuple[torch.Tensor, torch.Tensor]],
+        logit_rows: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Run the batch; returns float32 logits [R, vocab] for `logit_rows` (None: all rows).
+
+        kv_layers[i] is layer i's (key_blocks, value_blocks) pool views (see kv/pools.py);
+        this step's K/V are written into them.
+        """
+        w = self.weights
+        x = self.tp.embed(input_ids, w.embed, w.vocab_start)
+        cos, sin = self.rope.tables(meta.positions)
+        for layer, cache in zip(w.layers, kv_layers, strict=True):
+            x = self._layer(x, layer, cache, meta, cos, sin)
+        if logit_rows is not None:
+            x = x.index_select(0, logit_rows)
+        x = rms_norm(x, w.final_norm, self.config.rms_norm_eps)
+        logits = self.tp.gather_vocab(F.linear(x, w.lm_head))
+        return logits.float()
+
+    def _layer(
+        self,
+        x: torch.Tensor,
+        w: LayerWeights,
+        cache: tuple[torch.Tensor, torch.Tensor],
+        meta: AttentionMetadata,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+    ) -> torch.Tensor:
+        eps = self.config.rms_norm_eps
+        tokens = x.shape[0]
+        qkv = F.linear(rms_norm(x, w.input_norm, eps), w.qkv, w.qkv_bias)
+        # q and k are adjacent in the fused output: one rotary pass covers both.
+        qk = qkv[:, : self.q_size + self.kv_size].view(tokens, -1, self.head_dim)
+        self.rope.apply_(qk, cos, sin)
+        q = qkv[:, : self.q_size].view(tokens, self.num_heads, self.head_dim)
+        kv = qkv[:, self.q_size :].view(tokens, 2, self.num_kv_heads, self.head_dim)
+        write_kv(cache[0], cache[1], meta, kv)
+        attn = paged_attention(q, kv, cache[0], cache[1], meta, self.scale)
+        # Row-parallel o_proj: partial sums on each rank, summed by the all-reduce.
+        x = x + self.tp.all_reduce(F.linear(attn, w.o_proj, w.o_bias))
+        h = silu_and_mul(F.linear(rms_norm(x, w.post_norm, eps), w.gate_up, w.gate_up_bias))
+        return x + self.tp.all_reduce(F.linear(h, w.down, w.down_bias))

@@ -1,0 +1,188 @@
+"""ModelRunner: the engine a worker drives, one batch per call.
+
+It owns the model shard, the device and host KV pools, the block swapper and the sampler.
+It keeps no per-request token state: each call says, per job, which tokens to compute,
+where the job's KV lives (block table) and whether to sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from fastserve.protocol.common import BlockCopy, SamplingParams
+from fastserve.runtime.kv.pools import DeviceKVPool, HostKVPool
+from fastserve.runtime.kv.spec import KVCacheSpec
+from fastserve.runtime.kv.swapper import BlockSwapper, SwapHandle
+from fastserve.runtime.model.attention import SeqInput, build_metadata
+from fastserve.runtime.model.config import ModelConfig
+from fastserve.runtime.model.llama import LlamaModel
+from fastserve.runtime.model.parallel import TPGroup
+from fastserve.runtime.model.sampling import SampleRequest, Sampler
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' picks CUDA when present, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class BatchEntry:
+    """One job's share of a batch."""
+
+    request_id: str
+    token_ids: list[int]  # tokens to compute now: a prompt chunk, or the 1 last sampled token
+    start_pos: int  # tokens of this job already in its KV cache
+    block_table: list[int]  # device block ids covering at least start_pos + len(token_ids)
+    sample: bool = True  # sample a next token after this chunk
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    num_generated: int = 0  # tokens this job has generated so far (min_tokens)
+
+
+@dataclass
+class SampledToken:
+    request_id: str
+    token_id: int
+    logprob: float  # log-probability of token_id under the (temperature-scaled) distribution
+
+
+class ModelRunner:
+    """Loads a model directory and executes batches over a paged KV cache."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        dtype: str | torch.dtype = "float32",
+        device: str | torch.device = "auto",
+        num_device_blocks: int = 256,
+        block_size: int = 16,
+        num_host_blocks: int = 0,
+        *,
+        seed: int = 0,
+        tp: TPGroup | None = None,
+    ):
+        self.model_dir = Path(model_dir)
+        self.dtype = resolve_dtype(dtype)
+        self.device = resolve_device(device)
+        self.tp = tp or TPGroup()
+        self.config = ModelConfig.from_model_dir(self.model_dir)
+        self.model = LlamaModel.load(self.model_dir, self.dtype, self.device, self.tp, self.config)
+        self.block_size = block_size
+        self.kv_spec = KVCacheSpec.for_model(self.config, block_size, self.dtype, self.tp.size)
+        self.device_pool = DeviceKVPool(self.kv_spec, num_device_blocks, self.device)
+        self.host_pool = HostKVPool(self.kv_spec, num_host_blocks)
+        self.swapper = BlockSwapper(self.device_pool, self.host_pool)
+        self.sampler = Sampler(self.config.eos_token_ids, self.device, seed)
+        self._kv_layers = [
+            (self.device_pool.key_blocks(i), self.device_pool.value_blocks(i))
+            for i in range(self.config.num_layers)
+        ]
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        return list(self.config.eos_token_ids)
+
+    @property
+    def max_model_len(self) -> int:
+        return self.config.max_position_embeddings
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    def execute(self, entries: Sequence[BatchEntry]) -> list[SampledToken]:
+        """Run one batch; return a token for each entry with sample=True, in entry order."""
+        logits, sampled = self._forward(entries)
+        return self._sample(logits, sampled)
+
+    def execute_with_logprobs(
+        self, entries: Sequence[BatchEntry]
+    ) -> tuple[list[SampledToken], torch.Tensor]:
+        """Like execute, plus the full log-softmax of the raw last-position logits
+        ([n_sampled, vocab] float32 on the CPU), e.g. for near-tie checks in tests."""
+        logits, sampled = self._forward(entries)
+        full = torch.log_softmax(logits, dim=-1).cpu()
+        return self._sample(logits, sampled), full
+
+    def release(self, request_id: str) -> None:
+        """Drop what the runner keeps for a finished or aborted request."""
+        self.sampler.release(request_id)
+
+    def swap_out(self, copy: BlockCopy) -> SwapHandle:
+        """Start offloading a job's device blocks to host blocks."""
+        return self.swapper.offload(copy.src_block_ids, copy.dst_block_ids)
+
+    def swap_in(self, copy: BlockCopy) -> SwapHandle:
+        """Start uploading a job's host blocks to device blocks."""
+        return self.swapper.upload(copy.src_block_ids, copy.dst_block_ids)
+
+    def close(self) -> None:
+        self.swapper.close()
+
+    @torch.inference_mode()
+    def _forward(self, entries: Sequence[BatchEntry]) -> tuple[torch.Tensor, list[BatchEntry]]:
+        if not entries:
+            return torch.empty((0, self.vocab_size)), []
+        # Single-token jobs first: attention runs them together (see attention.py).
+        order = sorted(range(len(entries)), key=lambda i: len(entries[i].token_ids) != 1)
+        ordered = [entries[i] for i in order]
+        ids: list[int] = []
+        rows: list[int] = []
+        for e in ordered:
+            if not e.token_ids:
+                raise ValueError(f"{e.request_id}: batch entry with no tokens")
+            if e.start_pos + len(e.token_ids) > self.max_model_len:
+                raise ValueError(f"{e.request_id}: exceeds max_model_len {self.max_model_len}")
+            ids.extend(e.token_ids)
+            if e.sample:
+                rows.append(len(ids) - 1)
+        meta = build_metadata(
+            [SeqInput(len(e.token_ids), e.start_pos, e.block_table) for e in ordered],
+            self.block_size,
+            self.device,
+        )
+        self.swapper.fence_uploads({b for e in ordered for b in e.block_table})
+        input_ids = torch.tensor(ids, dtype=torch.long).to(self.device, non_blocking=True)
+        row_t = torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
+        logits = self.model.forward(input_ids, meta, self._kv_layers, row_t)
+        # Report in the caller's order, not the attention order.
+        sampled_order = [i for i in order if entries[i].sample]  # caller index per logit row
+        sampled = [e for e in entries if e.sample]
+        if sampled_order != sorted(sampled_order):
+            row_of = {caller: row for row, caller in enumerate(sampled_order)}
+            perm = [row_of[i] for i in sorted(sampled_order)]
+            logits = logits.index_select(0, torch.tensor(perm, device=logits.device))
+        return logits, sampled
+
+    @torch.inference_mode()
+    def _sample(self, logits: torch.Tensor, sampled: list[BatchEntry]) -> list[SampledToken]:
+        if not sampled:
+            return []
+        requests = [SampleRequest(e.request_id, e.sampling, e.num_generated) for e in sampled]
+        tokens, logprobs = self.sampler.sample(logits, requests)
+        return [
+            SampledToken(e.request_id, t, lp)
+            for e, t, lp in zip(sampled, tokens.tolist(), logprobs.tolist(), strict=True)
+        ]

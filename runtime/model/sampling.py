@@ -1,0 +1,129 @@
+"""Batched token sampling: greedy, temperature, top-k, top-p, per-request seeds, min_tokens.
+
+Sampling uses the exponential race (argmax of p / E with E ~ Exp(1) is a draw from p).
+A seeded request draws its noise over the whole vocabulary from its own generator, so its
+tokens do not depend on which other requests share the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from fastserve.protocol.common import SamplingParams
+
+
+@dataclass
+class SampleRequest:
+    """What the sampler needs to know about one row of logits."""
+
+    request_id: str
+    params: SamplingParams
+    num_generated: int = 0  # tokens generated so far (for min_tokens)
+
+
+class Sampler:
+    """Samples one token per row; keeps one torch.Generator per seeded request."""
+
+    def __init__(self, eos_token_ids: Sequence[int], device: torch.device, seed: int = 0):
+        self.eos_token_ids = list(eos_token_ids)
+        self.device = torch.device(device)
+        self.generator = torch.Generator(self.device)
+        self.generator.manual_seed(seed)
+        self._request_generators: dict[str, torch.Generator] = {}
+
+    def release(self, request_id: str) -> None:
+        """Forget a finished request's generator."""
+        self._request_generators.pop(request_id, None)
+
+    def sample(
+        self, logits: torch.Tensor, requests: Sequence[SampleRequest]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """logits [B, V] float32 -> (token ids [B], log-probabilities [B]).
+
+        The log-probability is the log-softmax of the temperature-scaled logits (after the
+        min_tokens mask, before top-k/top-p), at the chosen token.
+        """
+        if logits.shape[0] != len(requests):
+            raise ValueError(f"{logits.shape[0]} logit rows for {len(requests)} requests")
+        logits = self._mask_min_tokens(logits, requests)
+        temps = [r.params.temperature for r in requests]
+        greedy = [t <= 0.0 for t in temps]
+        scale = torch.tensor([1.0 if g else t for g, t in zip(greedy, temps, strict=True)])
+        scaled = logits / scale.to(logits.device, logits.dtype).unsqueeze(1)
+        logprobs = torch.log_softmax(scaled, dim=-1)
+        tokens = logprobs.argmax(dim=-1)
+        random_rows = [i for i, g in enumerate(greedy) if not g]
+        if random_rows:
+            rows = torch.tensor(random_rows, device=logits.device)
+            sub = self._filter_top_k_top_p(
+                logprobs.index_select(0, rows), [requests[i].params for i in random_rows]
+            )
+            noise = self._noise(sub, [requests[i] for i in random_rows])
+            tokens[rows] = (sub.exp() / noise).argmax(dim=-1)
+        chosen = logprobs.gather(1, tokens.unsqueeze(1)).squeeze(1)
+        return tokens, chosen
+
+    def _mask_min_tokens(self, logits: torch.Tensor, requests: Sequence[SampleRequest]):
+        rows: list[int] = []
+        cols: list[int] = []
+        for i, r in enumerate(requests):
+            if r.num_generated < r.params.min_tokens:
+                banned = set(self.eos_token_ids) | set(r.params.stop_token_ids)
+                cols.extend(banned)
+                rows.extend([i] * len(banned))
+        if not rows:
+            return logits
+        logits = logits.clone()
+        logits[torch.tensor(rows), torch.tensor(cols)] = float("-inf")
+        return logits
+
+    @staticmethod
+    def _filter_top_k_top_p(logprobs: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
+        """Set to -inf every token outside each row's top-k and top-p nucleus."""
+        vocab = logprobs.shape[1]
+        ks = [p.top_k if 0 < p.top_k < vocab else vocab for p in params]
+        ps = [p.top_p for p in params]
+        if all(k == vocab for k in ks) and all(p >= 1.0 for p in ps):
+            return logprobs
+        # Sorting the whole vocabulary is the costly part: when every row has a top-k, the
+        # largest k candidates are enough (top-p then works inside them).
+        width = max(ks)
+        if width < vocab:
+            vals, idx = logprobs.topk(width, dim=-1)
+        else:
+            vals, idx = logprobs.sort(dim=-1, descending=True)
+        dev = logprobs.device
+        rank = torch.arange(width, device=dev).unsqueeze(0)
+        drop = rank >= torch.tensor(ks, device=dev).unsqueeze(1)
+        probs = vals.masked_fill(drop, float("-inf")).softmax(dim=-1)
+        # Keep the smallest prefix whose mass reaches top_p (mass before a token < top_p).
+        mass_before = probs.cumsum(dim=-1) - probs
+        drop |= mass_before >= torch.tensor(ps, device=dev, dtype=probs.dtype).unsqueeze(1)
+        drop[:, 0] = False
+        out = torch.full_like(logprobs, float("-inf"))
+        out.scatter_(1, idx, vals.masked_fill(drop, float("-inf")))
+        return out
+
+    def _noise(self, sub: torch.Tensor, requests: list[SampleRequest]) -> torch.Tensor:
+        noise = torch.empty_like(sub)
+        unseeded = [i for i, r in enumerate(requests) if r.params.seed is None]
+        if unseeded:
+            part = torch.empty((len(unseeded), sub.shape[1]), device=sub.device, dtype=sub.dtype)
+            part.exponential_(generator=self.generator)
+            noise[torch.tensor(unseeded, device=sub.device)] = part
+        for i, r in enumerate(requests):
+            if r.params.seed is not None:
+                noise[i].exponential_(generator=self._generator_for(r))
+        # A draw of exactly 0 would turn 0 / 0 into NaN, which argmax would pick.
+        return noise.clamp_min_(torch.finfo(noise.dtype).tiny)
+
+    def _generator_for(self, request: SampleRequest) -> torch.Generator:
+        gen = self._request_generators.get(request.request_id)
+        if gen is None:
+            gen = torch.Generator(self.device)
+            gen.manual_seed(int(request.params.seed))  # type: ignore[arg-type]
+            self._request_generators[request.request_id] = gen
+        return gen

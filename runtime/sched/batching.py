@@ -1,0 +1,103 @@
+"""Pick one iteration's batch from a policy's priority order. Pure: reads jobs, mutates nothing.
+
+Shared by the simulator and (meant for) `SchedulerCore`, so a simulated tick and a real tick
+pick the same jobs. Rules, in priority order:
+
+- Only jobs whose KV is on the device (`KVLocation.DEVICE`) or not yet computed
+  (`KVLocation.NONE`, a new job or one whose KV was dropped) can run; jobs on the host or
+  with a copy in flight are skipped (the cache manager uploads them ahead of time).
+- A job that still has uncomputed tokens beyond the last sampled one is *prefilling*: it
+  feeds its remaining prompt (or, after its KV was dropped, prompt plus outputs so far).
+  A decoding job feeds exactly one token.
+- Token budget `max_tokens`: a prefill is taken whole if it fits the budget left. With
+  `chunked_prefill` it is otherwise cut to the budget left (at least `min_chunk_tokens`);
+  without it, a prompt longer than the whole budget is still cut, but only when it is the
+  first token-consumer of the iteration (else it could never run).
+- Blocks: a job needs blocks for num_computed + new tokens, minus the device blocks it
+  holds; a job that does not fit the blocks left is skipped (a chunk is never shrunk to
+  fit memory: half-prefilled jobs holding blocks would only make memory shorter).
+- Stop at `max_jobs` entries or when the token budget is spent. Jobs skipped for tokens or
+  blocks do not stop the walk: a lower-priority job that fits still runs (work conserving).
+- `include_offloaded=True` treats host-resident jobs as runnable, needing all their blocks
+  again: the batch the policy *wants*, which a cache manager uses to plan uploads/evictions.
+
+`free_blocks` is what the caller lets this iteration allocate (free device blocks, minus any
+reserve the caller keeps for uploads or a watermark).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from fastserve.runtime.kv.allocator import blocks_for_tokens
+from fastserve.runtime.sched.job import Job, KVLocation
+
+
+@dataclass(slots=True)
+class BatchEntry:
+    """One job's part of an iteration."""
+
+    job: Job
+    num_new_tokens: int  # tokens fed this iteration (prefill chunk, or 1 for a decode)
+    is_prefill: bool  # feeds prompt tokens (service = prefill cost) rather than one decode
+    new_blocks: int  # device blocks to allocate for it before the iteration runs
+
+    @property
+    def samples(self) -> bool:
+        """True if this iteration ends with a new sampled token for the job."""
+        return self.job.num_computed + self.num_new_tokens >= self.job.num_tokens
+
+
+def is_prefilling(job: Job) -> bool:
+    """True while the job must feed more than its last sampled token (or has computed none)."""
+    return job.num_computed == 0 or job.num_uncomputed > 1
+
+
+def device_blocks_held(job: Job) -> int:
+    """Blocks the job holds in the device pool."""
+    return len(job.block_ids) if job.location is KVLocation.DEVICE else 0
+
+
+def pick_batch(
+    order: Iterable[Job],
+    *,
+    max_jobs: int,
+    max_tokens: int,
+    free_blocks: int,
+    block_size: int,
+    chunked_prefill: bool = True,
+    min_chunk_tokens: int = 1,
+    include_offloaded: bool = False,
+) -> list[BatchEntry]:
+    """The entries of the next iteration, in priority order (see the module doc)."""
+    entries: list[BatchEntry] = []
+    tokens_left = max_tokens
+    blocks_left = free_blocks
+    for job in order:
+        location = job.location
+        if location is KVLocation.DEVICE or location is KVLocation.NONE:
+            held = device_blocks_held(job)
+        elif include_offloaded and location is KVLocation.HOST:
+            held = 0  # all of its blocks must come back
+        else:
+            continue
+        prefill = is_prefilling(job)
+        remaining = job.num_uncomputed
+        if not prefill:
+            n = 1
+        elif remaining <= tokens_left:
+            n = remaining
+        elif (chunked_prefill and tokens_left >= min_chunk_tokens) or tokens_left == max_tokens:
+            n = tokens_left
+        else:
+            continue
+        need = max(0, blocks_for_tokens(job.num_computed + n, block_size) - held)
+        if need > blocks_left:
+            continue
+        entries.append(BatchEntry(job, n, prefill, need))
+        tokens_left -= n
+        blocks_left -= need
+        if len(entries) >= max_jobs or tokens_left <= 0:
+            break
+    return entries

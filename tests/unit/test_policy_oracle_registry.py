@@ -1,0 +1,51 @@
+"""SRPT oracle ordering and the policy registry."""
+
+import pytest
+
+from fastserve.protocol.common import SamplingParams
+from fastserve.runtime.sched.cost_model import CostModel
+from fastserve.runtime.sched.job import Job
+from fastserve.runtime.sched.mlfq import PlainMLFQ, SkipJoinMLFQ
+from fastserve.runtime.sched.oracle import SRPTOracle
+from fastserve.runtime.sched.policy import FCFSPolicy
+from fastserve.runtime.sched.registry import POLICY_NAMES, canonical_policy_name, make_policy
+
+COST = CostModel.affine(0.0, 0.001, 0.010, 0.0)
+
+
+def job(rid: str, out: int | None, arrival: float = 0.0) -> Job:
+    return Job(rid, [0], SamplingParams(), arrival, true_output_len=out)
+
+
+def test_oracle_orders_by_remaining_output_then_arrival() -> None:
+    p = SRPTOracle()
+    jobs = [job("a", 10, 0.0), job("b", 3, 1.0), job("c", 3, 0.5), job("d", 7, 0.2)]
+    for j in jobs:
+        p.add(j, j.arrival)
+    assert [j.request_id for j in p.priority_order(2.0)] == ["c", "b", "d", "a"]
+    jobs[0].output_ids.extend([0] * 8)  # a has 2 left
+    assert [j.request_id for j in p.priority_order(2.0)][0] == "a"
+    p.remove(jobs[0])
+    assert [j.request_id for j in p.priority_order(2.0)] == ["c", "b", "d"]
+
+
+def test_oracle_needs_true_lengths() -> None:
+    with pytest.raises(ValueError, match="true_output_len"):
+        SRPTOracle().add(job("a", None), 0.0)
+
+
+def test_registry_names_aliases_and_errors() -> None:
+    assert set(POLICY_NAMES) == {"fcfs", "mlfq", "skip-join-mlfq", "oracle"}
+    assert isinstance(make_policy("fcfs"), FCFSPolicy)
+    assert type(make_policy("mlfq", COST)) is PlainMLFQ
+    assert type(make_policy("Skip_Join_MLFQ", COST)) is SkipJoinMLFQ
+    assert isinstance(make_policy("srpt"), SRPTOracle)
+    assert canonical_policy_name("fastserve") == "skip-join-mlfq"
+    p = make_policy("skip-join-mlfq", COST, num_queues=3, starvation_threshold=5.0)
+    assert isinstance(p, SkipJoinMLFQ) and p.num_queues == 3 and p.starvation_threshold == 5.0
+    with pytest.raises(ValueError, match="unknown scheduling policy 'lifo'.*known"):
+        make_policy("lifo")
+    with pytest.raises(ValueError, match="takes no options"):
+        make_policy("fcfs", COST, num_queues=3)
+    with pytest.raises(ValueError, match="cost model"):
+        make_policy("skip-join-mlfq")
