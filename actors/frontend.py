@@ -11,7 +11,7 @@ import uuid
 
 from aiohttp import web
 
-from fastserve.protocol.to_frontend import OutputBatch
+from fastserve.protocol.to_frontend import OutputBatch, SchedulerStats
 from fastserve.protocol.to_worker import Shutdown
 from fastserve.runtime.actor import Actor
 from fastserve.runtime.config import ServerConfig
@@ -42,7 +42,11 @@ class FrontendActor(Actor):
         self.service = service
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
-        self.handlers = {OutputBatch: self.service.handle_output_batch, Shutdown: self._on_shutdown}
+        self.handlers = {
+            OutputBatch: self.service.handle_output_batch,
+            SchedulerStats: self._on_stats,
+            Shutdown: self._on_shutdown,
+        }
 
     @classmethod
     def from_config(cls, cfg: ServerConfig, inbox: Inbox, to_scheduler: Outbox) -> FrontendActor:
@@ -55,6 +59,9 @@ class FrontendActor(Actor):
             request_id_prefix=f"req-{uuid.uuid4().hex[:6]}-",  # unique per run
         )
         return cls(inbox, service, cfg.host, cfg.port)
+
+    async def _on_stats(self, stats: SchedulerStats) -> None:
+        self.service.metrics.scheduler = stats
 
     async def _on_shutdown(self, msg: Shutdown) -> None:
         self.request_stop()

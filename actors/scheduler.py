@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from fastserve.protocol.to_frontend import OutputBatch, RequestOutput
+from fastserve.protocol.to_frontend import OutputBatch, RequestOutput, SchedulerStats
 from fastserve.protocol.to_scheduler import (
     AbortRequest,
     StepFailed,
@@ -46,6 +46,8 @@ class SchedulerActor(Actor):
         self._may_progress = False  # a message arrived since the last empty plan
         self._outputs: list[RequestOutput] = []
         self._arrivals: dict[str, float] = {}  # request id -> arrival (scheduler clock)
+        self._last_stats: SchedulerStats | None = None
+        self._stats_sent_at = 0.0
         self.swap_wait_s = 0.0  # seconds ticks waited on copies, as reported by workers
         self.handlers = {
             SubmitRequest: self._on_submit,
@@ -133,7 +135,32 @@ class SchedulerActor(Actor):
         if self.to_cache_manager is not None:
             await self.to_cache_manager.send(self.core.snapshot(self.clock()))
 
+    def stats(self) -> SchedulerStats:
+        core, swaps = self.core, self.core.swaps
+        return SchedulerStats(
+            core.tick,
+            len(core.jobs),
+            core.device.num_free,
+            core.device.num_blocks,
+            core.host.num_free,
+            core.host.num_blocks,
+            sum(j.num_preemptions for j in core.jobs.values()) + core.finished_preemptions,
+            swaps.num_offloads,
+            swaps.num_uploads,
+            swaps.num_recomputes,
+        )
+
+    async def _send_stats(self) -> None:
+        """Gauges for /metrics, at most every 0.2 s while busy and once on going idle."""
+        stats = self.stats()
+        now = self.clock()
+        idle = not self.core.jobs
+        if stats != self._last_stats and (idle or now - self._stats_sent_at >= 0.2):
+            await self.to_frontend.send(stats)
+            self._last_stats, self._stats_sent_at = stats, now
+
     async def _flush_outputs(self) -> None:
+        await self._send_stats()
         if not self._outputs:
             return
         outputs, self._outputs = self._outputs, []

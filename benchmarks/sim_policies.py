@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from fastserve.runtime.sched.cost_model import CostModel
+from fastserve.runtime.sched.mlfq import SkipJoinMLFQ
 from fastserve.runtime.sched.registry import make_policy
 from fastserve.runtime.sim.simulator import simulate, unloaded_jct
 from fastserve.runtime.sim.workload import (
@@ -111,8 +112,8 @@ def calibrate_rate(
             ]
         )
     )
-    lo, hi = 0.02, 20.0
-    for _ in range(14):  # bisection in log space: ~3% precision
+    lo, hi = 0.05, 10.0
+    for _ in range(9):  # bisection in log space: ~1% precision
         mid = (lo * hi) ** 0.5
         wl = make_requests(trace_arrivals(trace, n, mid), prompts, outputs)
         jct = simulate(wl, make_policy("fcfs"), cost, **kw).summary["jct_mean"]
@@ -224,7 +225,14 @@ def main() -> None:
             unloaded = float(
                 np.mean([unloaded_jct(r, engine.cost, kw["max_batch_tokens"]) for r in wl])
             )
-            notes = {**notes, "unloaded_jct_mean": unloaded, **describe(wl)}
+            mlfq = SkipJoinMLFQ(engine.cost)
+            notes = {
+                **notes,
+                "unloaded_jct_mean": unloaded,
+                **describe(wl),
+                "base_quantum": mlfq.base_quantum,
+                "starvation_threshold": mlfq.starvation_threshold,
+            }
             title = f"[{engine_name} / {wl_name}] " + ", ".join(
                 f"{k}={v:.3g}" for k, v in notes.items() if isinstance(v, float | int)
             )

@@ -39,6 +39,7 @@ MESSAGE_TYPES: dict[int, type] = {
     10: to_worker.TickPlan,
     11: to_worker.Shutdown,
     20: to_frontend.OutputBatch,
+    21: to_frontend.SchedulerStats,
     30: to_cache_manager.CacheSnapshot,
     40: control.ActorReady,
     41: control.ActorFailed,

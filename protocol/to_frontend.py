@@ -23,3 +23,19 @@ class OutputBatch:
 
     tick: int  # tick that produced them (0 for outputs not tied to a tick)
     outputs: list[RequestOutput]  # one entry per request with news
+
+
+@dataclass
+class SchedulerStats:
+    """The scheduler's gauges and counters, for /metrics (sent when they change)."""
+
+    tick: int  # last tick planned
+    jobs: int  # unfinished jobs (running, preempted, waiting)
+    free_device_blocks: int  # device KV blocks free
+    total_device_blocks: int  # device KV pool size
+    free_host_blocks: int  # host KV blocks free
+    total_host_blocks: int  # host KV pool size
+    preemptions: int  # jobs left out of a batch after running in the previous one, total
+    offloads: int  # completed device -> host KV moves, total
+    uploads: int  # completed host -> device KV moves, total
+    recomputes: int  # jobs whose KV was dropped for lack of any room, total

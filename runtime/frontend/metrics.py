@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
+from dataclasses import fields
+
+from fastserve.protocol.to_frontend import SchedulerStats
 
 _PREFIX = "fastserve_frontend_"
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -53,6 +56,7 @@ class FrontendMetrics:
             "time_to_first_token_seconds", "Arrival to first token.", TTFT_BUCKETS
         )
         self.jct = Histogram("job_completion_time_seconds", "Arrival to last token.", JCT_BUCKETS)
+        self.scheduler: SchedulerStats | None = None  # latest gauges from the scheduler
 
     def render(self, running: int) -> str:
         lines: list[str] = []
@@ -69,9 +73,23 @@ class FrontendMetrics:
             lines, "generation_tokens_total", "counter", "Tokens generated.", self.generation_tokens
         )
         lines += self.ttft.render() + self.jct.render()
+        if self.scheduler is not None:
+            lines += _scheduler_lines(self.scheduler)
         return "\n".join(lines) + "\n"
 
 
 def _scalar(lines: list[str], name: str, kind: str, help_text: str, value: float) -> None:
     full = _PREFIX + name
     lines += [f"# HELP {full} {help_text}", f"# TYPE {full} {kind}", f"{full} {value}"]
+
+
+def _scheduler_lines(stats: SchedulerStats) -> list[str]:
+    """Every SchedulerStats field as fastserve_scheduler_<field>; totals are counters."""
+    lines = []
+    for f in fields(stats):
+        name = f"fastserve_scheduler_{f.name}"
+        kind = (
+            "counter" if f.name in ("preemptions", "offloads", "uploads", "recomputes") else "gauge"
+        )
+        lines += [f"# TYPE {name} {kind}", f"{name} {getattr(stats, f.name)}"]
+    return lines

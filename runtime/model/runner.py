@@ -21,7 +21,7 @@ from fastserve.runtime.model.attention import SeqInput, build_metadata
 from fastserve.runtime.model.config import ModelConfig
 from fastserve.runtime.model.llama import LlamaModel
 from fastserve.runtime.model.parallel import TPGroup
-from fastserve.runtime.model.sampling import SampleRequest, Sampler
+from fastserve.runtime.model.sampling import Sampler, SampleRequest
 
 _DTYPES = {
     "float32": torch.float32,
@@ -181,7 +181,7 @@ class ModelRunner:
         if not sampled:
             return []
         requests = [SampleRequest(e.request_id, e.sampling, e.num_generated) for e in sampled]
-        tokens, logprobs = self.sampler.sample(logits, requests)
+        tokens, logprobs = self.sampler.sample(logits, requests, inplace=True)
         return [
             SampledToken(e.request_id, t, lp)
             for e, t, lp in zip(sampled, tokens.tolist(), logprobs.tolist(), strict=True)

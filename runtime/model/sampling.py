@@ -39,34 +39,38 @@ class Sampler:
         self._request_generators.pop(request_id, None)
 
     def sample(
-        self, logits: torch.Tensor, requests: Sequence[SampleRequest]
+        self, logits: torch.Tensor, requests: Sequence[SampleRequest], inplace: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """logits [B, V] float32 -> (token ids [B], log-probabilities [B]).
 
         The log-probability is the log-softmax of the temperature-scaled logits (after the
-        min_tokens mask, before top-k/top-p), at the chosen token.
+        min_tokens mask, before top-k/top-p), at the chosen token. With inplace=True the
+        masks and temperature are applied to `logits` itself (saves a copy per step).
         """
         if logits.shape[0] != len(requests):
             raise ValueError(f"{logits.shape[0]} logit rows for {len(requests)} requests")
-        logits = self._mask_min_tokens(logits, requests)
+        if not inplace:
+            logits = logits.clone()
+        self._mask_min_tokens_(logits, requests)
         temps = [r.params.temperature for r in requests]
-        greedy = [t <= 0.0 for t in temps]
-        scale = torch.tensor([1.0 if g else t for g, t in zip(greedy, temps, strict=True)])
-        scaled = logits / scale.to(logits.device, logits.dtype).unsqueeze(1)
-        logprobs = torch.log_softmax(scaled, dim=-1)
-        tokens = logprobs.argmax(dim=-1)
-        random_rows = [i for i, g in enumerate(greedy) if not g]
+        if any(t > 0.0 and t != 1.0 for t in temps):
+            inv = torch.tensor([1.0 / t if t > 0.0 else 1.0 for t in temps])
+            logits.mul_(inv.to(logits.device, logits.dtype).unsqueeze(1))
+        # Only the chosen tokens' log-probabilities are needed: logit - logsumexp per row,
+        # which is much cheaper than a full log_softmax over the vocabulary.
+        lse = torch.logsumexp(logits, dim=-1)
+        tokens = logits.argmax(dim=-1)
+        random_rows = [i for i, t in enumerate(temps) if t > 0.0]
         if random_rows:
             rows = torch.tensor(random_rows, device=logits.device)
-            sub = self._filter_top_k_top_p(
-                logprobs.index_select(0, rows), [requests[i].params for i in random_rows]
-            )
+            sub = logits.index_select(0, rows) - lse.index_select(0, rows).unsqueeze(1)
+            sub = self._filter_top_k_top_p(sub, [requests[i].params for i in random_rows])
             noise = self._noise(sub, [requests[i] for i in random_rows])
             tokens[rows] = (sub.exp() / noise).argmax(dim=-1)
-        chosen = logprobs.gather(1, tokens.unsqueeze(1)).squeeze(1)
+        chosen = logits.gather(1, tokens.unsqueeze(1)).squeeze(1) - lse
         return tokens, chosen
 
-    def _mask_min_tokens(self, logits: torch.Tensor, requests: Sequence[SampleRequest]):
+    def _mask_min_tokens_(self, logits: torch.Tensor, requests: Sequence[SampleRequest]) -> None:
         rows: list[int] = []
         cols: list[int] = []
         for i, r in enumerate(requests):
@@ -74,11 +78,8 @@ class Sampler:
                 banned = set(self.eos_token_ids) | set(r.params.stop_token_ids)
                 cols.extend(banned)
                 rows.extend([i] * len(banned))
-        if not rows:
-            return logits
-        logits = logits.clone()
-        logits[torch.tensor(rows), torch.tensor(cols)] = float("-inf")
-        return logits
+        if rows:
+            logits[torch.tensor(rows), torch.tensor(cols)] = float("-inf")
 
     @staticmethod
     def _filter_top_k_top_p(logprobs: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:

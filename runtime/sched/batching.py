@@ -5,7 +5,8 @@ pick the same jobs. Rules, in priority order:
 
 - Only jobs whose KV is on the device (`KVLocation.DEVICE`) or not yet computed
   (`KVLocation.NONE`, a new job or one whose KV was dropped) can run; jobs on the host or
-  with a copy in flight are skipped (the cache manager uploads them ahead of time).
+  with a copy in flight are skipped (the cache manager uploads them ahead of time), and so
+  are jobs still `in_flight` in a tick the workers are executing (pipelining).
 - A job that still has uncomputed tokens beyond the last sampled one is *prefilling*: it
   feeds its remaining prompt (or, after its KV was dropped, prompt plus outputs so far).
   A decoding job feeds exactly one token.
@@ -15,7 +16,10 @@ pick the same jobs. Rules, in priority order:
   first token-consumer of the iteration (else it could never run).
 - Blocks: a job needs blocks for num_computed + new tokens, minus the device blocks it
   holds; a job that does not fit the blocks left is skipped (a chunk is never shrunk to
-  fit memory: half-prefilled jobs holding blocks would only make memory shorter).
+  fit memory: half-prefilled jobs holding blocks would only make memory shorter). A job
+  with nothing computed is admitted only if blocks for all its tokens plus one are left,
+  so its later chunks and first decode can be allocated (only this chunk's blocks are
+  counted as taken). Same rule as `SchedulerCore._pick_batch`.
 - Stop at `max_jobs` entries or when the token budget is spent. Jobs skipped for tokens or
   blocks do not stop the walk: a lower-priority job that fits still runs (work conserving).
 - `include_offloaded=True` treats host-resident jobs as runnable, needing all their blocks
@@ -75,6 +79,8 @@ def pick_batch(
     tokens_left = max_tokens
     blocks_left = free_blocks
     for job in order:
+        if job.in_flight:
+            continue
         location = job.location
         if location is KVLocation.DEVICE or location is KVLocation.NONE:
             held = device_blocks_held(job)
@@ -93,7 +99,8 @@ def pick_batch(
         else:
             continue
         need = max(0, blocks_for_tokens(job.num_computed + n, block_size) - held)
-        if need > blocks_left:
+        admit = blocks_for_tokens(job.num_tokens + 1, block_size) - held if not job.started else 0
+        if max(need, admit) > blocks_left:
             continue
         entries.append(BatchEntry(job, n, prefill, need))
         tokens_left -= n

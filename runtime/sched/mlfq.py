@@ -20,8 +20,8 @@ queue's quantum, so short jobs finish before long ones can block them.
   queue), so the jobs in the batch stay in the batch until they finish or are demoted:
   few preemptions and swaps, and no lockstep round robin in which every job of a queue
   finishes late. Newcomers to a queue (demoted, promoted, or arriving) wait at its tail.
-  "arrival": by arrival time, which favours old jobs inside a queue (shorter tail, longer
-  mean because demoted old jobs jump ahead of the queue's current occupants).
+  "arrival": by arrival time, which favours old jobs inside a queue. In simulation it
+  changed p99 JCT by -8%..+11% and cost 4-10% of mean normalized latency: not the default.
 """
 
 from __future__ import annotations
@@ -35,9 +35,13 @@ from fastserve.runtime.sched.enst import estimate_next_scheduled
 from fastserve.runtime.sched.job import Job
 from fastserve.runtime.sched.policy import SchedulingPolicy
 
-# Default starvation threshold, in base quanta. Tuned in simulation
-# (benchmarks/sim_policies.py): long enough that promoted long jobs do not crowd out the
-# short ones, short enough to keep p99 JCT within 1.5x of FCFS on heavy-tailed load.
+# Default starvation threshold, in base quanta (~10 s on a 25 ms decode step). Tuned in
+# simulation (benchmarks/sim_policies.py, heavy-tailed load, batch 32): the paper's 300 ms
+# (an SLO) promoted ~7000 jobs per 2000-request run; p99 JCT fell 5-15% but mean
+# normalized latency rose to ~1.7x the SRPT oracle's, as each promoted long job takes
+# q_0 from the short ones. 400 quanta: p99 <= 1.5x FCFS, normalized latency <= 1.2x oracle.
+# No promotion at all did as well there, but nothing would then bound a long job's wait
+# under sustained overload.
 DEFAULT_STARVATION_QUANTA = 400.0
 _QUEUE_ORDERS = ("enqueue", "arrival")
 

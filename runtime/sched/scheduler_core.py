@@ -70,6 +70,7 @@ class SchedulerCore:
         self.swaps = SwapBook(self, num_swap_ackers)
         self._batches: dict[int, list[tuple[Job, int]]] = {}  # tick -> (job, tokens fed)
         self._released: list[str] = []  # jobs the workers must forget, sent with the next tick
+        self.finished_preemptions = 0  # preemptions of jobs that have since ended
 
     # ---- arrivals and aborts -------------------------------------------------------------
 
@@ -260,6 +261,7 @@ class SchedulerCore:
         job.block_ids = []
         job.location = KVLocation.NONE
         self.jobs.pop(job.request_id, None)
+        self.finished_preemptions += job.num_preemptions
         self.policy.remove(job)
         if job.workers_know:
             self._released.append(job.request_id)

@@ -89,7 +89,6 @@ def simulate(
             blocks_for_tokens(r.prompt_len + r.output_len, block_size) for r in requests
         )
     kv = SimKVCache(num_device_blocks, num_host_blocks, block_size)
-    output_len: dict[str, int] = {}
     active: dict[str, Job] = {}
     records: list[RequestRecord] = []
     previous: set[str] = set()
@@ -99,14 +98,20 @@ def simulate(
     busy = 0.0
     blocks_swapped = 0
     last_compute = cost_model.estimate_decode(max_batch_jobs)  # copy budget of the first tick
-    sampling = SamplingParams(max_tokens=1, ignore_eos=True)
+    limits: dict[str, Any] = dict(
+        max_jobs=max_batch_jobs,
+        max_tokens=max_batch_tokens,
+        block_size=block_size,
+        chunked_prefill=chunked_prefill,
+    )
 
     while (next_arrival < len(requests) or active) and now < max_time:
         while next_arrival < len(requests) and requests[next_arrival].arrival <= now:
             r = requests[next_arrival]
             rid = f"r{next_arrival}"
+            # The length is forced (ignore_eos); only the oracle reads true_output_len.
+            sampling = SamplingParams(max_tokens=r.output_len, ignore_eos=True)
             job = Job(rid, [0] * r.prompt_len, sampling, r.arrival, true_output_len=r.output_len)
-            output_len[rid] = r.output_len
             active[rid] = job
             policy.add(job, now)
             next_arrival += 1
@@ -115,12 +120,6 @@ def simulate(
             continue
 
         order = policy.priority_order(now)
-        limits = dict(
-            max_jobs=max_batch_jobs,
-            max_tokens=max_batch_tokens,
-            block_size=block_size,
-            chunked_prefill=chunked_prefill,
-        )
         wanted = pick_batch(order, free_blocks=num_device_blocks, include_offloaded=True, **limits)
         budget = (
             last_compute / swap_time_per_block
@@ -161,7 +160,7 @@ def simulate(
                 job.output_ids.append(0)
                 if job.first_token_time is None:
                     job.first_token_time = now
-                if len(job.output_ids) >= output_len[job.request_id]:
+                if len(job.output_ids) >= job.sampling.max_tokens:
                     finished.append(job)
         for rid in previous - current:
             job = active.get(rid)

@@ -41,11 +41,16 @@ def test_spec_for_model_splits_kv_heads_over_tp():
 
 def test_pool_views_have_per_layer_shapes_and_alias_storage():
     pool = DeviceKVPool(SPEC, 5, "cpu")
-    assert pool.key(1).shape == (5, 4, 2, 8)
+    assert pool.key(1).shape == (5, 4, 2, 8)  # [blocks, block_size, kv_heads, head_dim]
     assert pool.value(2).shape == (5, 4, 2, 8)
-    pool.key(1)[3, 2] = 7.0
-    assert pool.storage[3, 1, 2, 0].eq(7.0).all()
-    assert pool.storage[3, 1, 2, 1].eq(0.0).all()
+    assert pool.key_blocks(1).shape == (5, 2, 8, 4)  # keys transposed per block
+    assert pool.value_blocks(1).shape == (5, 2, 4, 8)
+    pool.key(1)[3, 2] = 7.0  # token slot 2 of block 3, layer 1
+    assert pool.key_blocks(1)[3, :, :, 2].eq(7.0).all()
+    assert pool.storage[3, 1, 0].eq(7.0).sum() == 2 * 8  # that slot only, both heads
+    assert pool.storage[3, 1, 1].eq(0.0).all()  # values untouched
+    pool.value(0)[4, 1, 1] = 3.0
+    assert pool.value_blocks(0)[4, 1, 1].eq(3.0).all()
     assert pool.nbytes == 5 * SPEC.bytes_per_block
 
 

@@ -13,11 +13,14 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
 from fastserve.runtime.model import registry
-from fastserve.runtime.model.gguf_convert import convert_gguf, permute_rope_rows, unpermute_rope_rows
-from fastserve.runtime.model.runner import ModelRunner
+from fastserve.runtime.model.gguf_convert import (
+    convert_gguf,
+    permute_rope_rows,
+    unpermute_rope_rows,
+)
+from fastserve.runtime.model.runner import BatchEntry, ModelRunner
 from fastserve.tests.engine_driver import block_tables
 from fastserve.tests.model_fixtures import CHAT_TEMPLATE, MERGES, make_tiny_llama_dir
-from fastserve.runtime.model.runner import BatchEntry
 
 _LAYER = {
     "input_layernorm.weight": "attn_norm.weight",

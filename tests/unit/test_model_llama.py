@@ -35,7 +35,7 @@ def _hf(path):
 def _all_logits(runner: ModelRunner, ids: list[int]) -> torch.Tensor:
     """Logits at every position of one prefill of `ids`."""
     table = block_tables(runner, [len(ids)])[0]
-    meta = build_metadata([SeqInput(len(ids), 0, table)], runner.block_size, 1, runner.device)
+    meta = build_metadata([SeqInput(len(ids), 0, table)], runner.block_size, runner.device)
     with torch.inference_mode():
         return runner.model.forward(torch.tensor(ids), meta, runner._kv_layers, None)
 
@@ -73,7 +73,7 @@ def test_prefill_logits_match_transformers(tmp_path, overrides):
 
 def test_decode_matches_transformers(tiny_dir):
     prompts = [_prompt(n, seed=n) for n in (3, 17, 40)]
-    runner = _runner(tiny_dir, decode_chunk_tokens=8)  # several split-K chunks per job
+    runner = _runner(tiny_dir)  # 4-token blocks: many split-K partials per job
     ours = greedy_generate(runner, prompts, max_new_tokens=24)
     model = _hf(tiny_dir)
     for prompt, got in zip(prompts, ours, strict=True):
@@ -92,7 +92,7 @@ def _entry(rid, ids, start, table, sample=True):
 
 def test_mixed_batch_equals_each_job_alone(tiny_dir):
     """Decodes, a fresh prefill and a continued (chunked) prefill in one forward."""
-    runner = _runner(tiny_dir, decode_chunk_tokens=8)
+    runner = _runner(tiny_dir)
     lengths = {"d1": 50, "d2": 3, "p": 30, "c": 37}
     tables = dict(zip(lengths, block_tables(runner, list(lengths.values())), strict=True))
     ids = {rid: _prompt(n, seed=i) for i, (rid, n) in enumerate(lengths.items())}
@@ -112,7 +112,7 @@ def test_mixed_batch_equals_each_job_alone(tiny_dir):
     _, together = runner.execute_with_logprobs(batch)
     for i, entry in enumerate(batch):
         # Alone, from scratch, on fresh blocks: the same distribution must come out.
-        alone = _runner(tiny_dir, decode_chunk_tokens=8)
+        alone = _runner(tiny_dir)
         table = block_tables(alone, [lengths[entry.request_id]], shuffle_seed=i)[0]
         full = ids[entry.request_id]
         _, lp = alone.execute_with_logprobs([_entry(entry.request_id, full, 0, table)])

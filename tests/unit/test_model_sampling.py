@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fastserve.protocol.common import SamplingParams
-from fastserve.runtime.model.sampling import SampleRequest, Sampler
+from fastserve.runtime.model.sampling import Sampler, SampleRequest
 
 EOS = [2]
 VOCAB = 50

@@ -23,8 +23,8 @@ def test_enst_sums_the_service_of_jobs_ahead() -> None:
     est = estimate_next_scheduled(order, quanta, batch_slots=1, now=0.0)
     assert est["a"] == 0.0
     assert est["b"] == pytest.approx(0.75)  # a's rest of queue 0
-    # c (queue 1): a and b leave queue 0 (0.75 + 1) and then use queue 1 too (2 + 2).
-    assert est["c"] == pytest.approx(0.75 + 1.0 + 2 * 2.0)
+    # c (queue 1): a and b use up queue 0 (0.75 + 1), then join queue 1 behind c.
+    assert est["c"] == pytest.approx(0.75 + 1.0)
     # d (queue 2): a, b cross queue 1 entirely; c finishes its queue 1 quantum.
     assert est["d"] == pytest.approx(0.75 + 1.0 + 2 * 2.0 + 1.5)
 

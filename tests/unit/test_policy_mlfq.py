@@ -27,7 +27,9 @@ def test_quanta_from_cost_model() -> None:
     assert SkipJoinMLFQ(COST, base_quantum=0.5, quantum_ratio=3, num_queues=2).quanta == [0.5, 1.5]
 
 
-@pytest.mark.parametrize(("prompt", "level"), [(5, 0), (10, 0), (15, 1), (35, 2), (80, 3), (10**6, 3)])
+@pytest.mark.parametrize(
+    ("prompt", "level"), [(5, 0), (10, 0), (15, 1), (35, 2), (80, 3), (10**6, 3)]
+)
 def test_skip_join_entry_level(prompt: int, level: int) -> None:
     p = SkipJoinMLFQ(COST, num_queues=4)
     j = job("a", prompt)
