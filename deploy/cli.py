@@ -84,7 +84,13 @@ def main(argv: list[str] | None = None) -> None:
     serve = sub.add_parser("serve", help="serve a model on this machine")
     add_server_args(serve)
     serve.set_defaults(func=_cmd_serve)
-    commands: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = []
+    from fastserve.deploy import bench, profile_cmd, simulate_cmd
+
+    commands: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
+        ("profile", "measure prefill and decode times; cache the cost model", profile_cmd.register),
+        ("bench", "replay a workload against a running server (or compare policies)", bench.register),
+        ("simulate", "simulate scheduling policies over a workload", simulate_cmd.register),
+    ]
     for name, help_text, register in commands:
         register(sub.add_parser(name, help=help_text))
     args = parser.parse_args(argv)

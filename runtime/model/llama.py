@@ -11,13 +11,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from fastserve.runtime.model.attention import AttentionMetadata, paged_attention, write_kv
 from fastserve.runtime.model.config import ModelConfig
 from fastserve.runtime.model.layers import RotaryEmbedding, rms_norm, silu_and_mul
+from fastserve.runtime.model.linear import Linear
 from fastserve.runtime.model.parallel import TPGroup
 from fastserve.runtime.model.weights import LayerWeights, ModelWeights, load_weights
+
+
+class _Layer:
+    """One decoder layer's weights, projections prepared for fast matmuls."""
+
+    def __init__(self, w: LayerWeights):
+        self.input_norm = w.input_norm
+        self.post_norm = w.post_norm
+        self.qkv = Linear(w.qkv, w.qkv_bias)
+        self.o_proj = Linear(w.o_proj, w.o_bias)
+        self.gate_up = Linear(w.gate_up, w.gate_up_bias)
+        self.down = Linear(w.down, w.down_bias)
 
 
 class LlamaModel:
@@ -32,7 +44,12 @@ class LlamaModel:
         tp: TPGroup | None = None,
     ):
         self.config = config
-        self.weights = weights
+        self.embed = weights.embed
+        self.vocab_start = weights.vocab_start
+        self.final_norm = weights.final_norm
+        self.lm_head = Linear(weights.lm_head)
+        # Packed copies replace the plain weights (the embedding table stays for lookups).
+        self.layers = [_Layer(w) for w in weights.layers]
         self.dtype = dtype
         self.device = device
         self.tp = tp or TPGroup()
@@ -77,21 +94,20 @@ class LlamaModel:
         kv_layers[i] is layer i's (key_blocks, value_blocks) pool views (see kv/pools.py);
         this step's K/V are written into them.
         """
-        w = self.weights
-        x = self.tp.embed(input_ids, w.embed, w.vocab_start)
+        x = self.tp.embed(input_ids, self.embed, self.vocab_start)
         cos, sin = self.rope.tables(meta.positions)
-        for layer, cache in zip(w.layers, kv_layers, strict=True):
+        for layer, cache in zip(self.layers, kv_layers, strict=True):
             x = self._layer(x, layer, cache, meta, cos, sin)
         if logit_rows is not None:
             x = x.index_select(0, logit_rows)
-        x = rms_norm(x, w.final_norm, self.config.rms_norm_eps)
-        logits = self.tp.gather_vocab(F.linear(x, w.lm_head))
+        x = rms_norm(x, self.final_norm, self.config.rms_norm_eps)
+        logits = self.tp.gather_vocab(self.lm_head(x))
         return logits.float()
 
     def _layer(
         self,
         x: torch.Tensor,
-        w: LayerWeights,
+        w: _Layer,
         cache: tuple[torch.Tensor, torch.Tensor],
         meta: AttentionMetadata,
         cos: torch.Tensor,
@@ -99,7 +115,7 @@ class LlamaModel:
     ) -> torch.Tensor:
         eps = self.config.rms_norm_eps
         tokens = x.shape[0]
-        qkv = F.linear(rms_norm(x, w.input_norm, eps), w.qkv, w.qkv_bias)
+        qkv = w.qkv(rms_norm(x, w.input_norm, eps))
         # q and k are adjacent in the fused output: one rotary pass covers both.
         qk = qkv[:, : self.q_size + self.kv_size].view(tokens, -1, self.head_dim)
         self.rope.apply_(qk, cos, sin)
@@ -108,6 +124,6 @@ class LlamaModel:
         write_kv(cache[0], cache[1], meta, kv)
         attn = paged_attention(q, kv, cache[0], cache[1], meta, self.scale)
         # Row-parallel o_proj: partial sums on each rank, summed by the all-reduce.
-        x = x + self.tp.all_reduce(F.linear(attn, w.o_proj, w.o_bias))
-        h = silu_and_mul(F.linear(rms_norm(x, w.post_norm, eps), w.gate_up, w.gate_up_bias))
-        return x + self.tp.all_reduce(F.linear(h, w.down, w.down_bias))
+        x = x + self.tp.all_reduce(w.o_proj(attn))
+        h = silu_and_mul(w.gate_up(rms_norm(x, w.post_norm, eps)))
+        return x + self.tp.all_reduce(w.down(h))

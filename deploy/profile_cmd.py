@@ -1,0 +1,190 @@
+"""`fastserve profile`: measure the engine's iteration times and cache the cost model.
+
+Prefill time is measured by prompt tokens (one prompt alone) and decode-iteration time by
+batch size and context, through `ModelRunner.execute` over fresh block tables, and fitted
+with `runtime.sched.cost_model.profile`. The result goes where `fastserve serve` looks for
+it (`profile_cache.profile_path`), so the scheduler's skip-join levels and per-job service
+shares use this machine's numbers instead of the built-in defaults.
+
+Defaults keep the run short on a small CPU (prefill up to 1024 tokens, batch up to 32):
+about half a minute for SmolLM2-135M on 2 cores, most of it loading the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import time
+from pathlib import Path
+
+from fastserve.runtime.config import ServerConfig
+from fastserve.runtime.sched.cost_model import CostModel, profile
+from fastserve.runtime.sched.profile_cache import DEFAULT_COST_MODEL, profile_path
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def register(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="HF Llama-family dir (default: SmolLM2-135M)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--prefill-sizes", type=_ints, default=[16, 64, 128, 256, 512, 1024])
+    p.add_argument("--batch-sizes", type=_ints, default=[1, 2, 4, 8, 16, 32])
+    p.add_argument("--context-lens", type=_ints, default=[64, 512])
+    p.add_argument("--repeats", type=int, default=3, help="measurements per point (median)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="JSON path (default: the cache `serve` reads)")
+    p.set_defaults(func=run)
+
+
+def server_config(model: str | None, dtype: str, device: str) -> ServerConfig:
+    """The config fields `profile_path` keys on, resolved the way `fastserve serve` does."""
+    from fastserve.runtime.model.registry import resolve_model_dir
+
+    cfg = ServerConfig()
+    cfg.model = str(resolve_model_dir(model))
+    cfg.dtype = dtype
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg.device = device
+    return cfg
+
+
+def cached_cost_model(
+    path: str | None = None,
+    model: str | None = None,
+    dtype: str = "float32",
+    device: str = "auto",
+) -> tuple[CostModel, str]:
+    """A cost model and where it came from: `path`, else the model's cached profile, else
+    the built-in default. Never converts or loads a model (only resolves its directory)."""
+    if path:
+        return CostModel.load(path), path
+    try:
+        cached = profile_path(server_config(model, dtype, device))
+    except FileNotFoundError:  # model not present: nothing can have been profiled
+        return DEFAULT_COST_MODEL, "built-in default"
+    if cached.exists():
+        return CostModel.load(str(cached)), str(cached)
+    return DEFAULT_COST_MODEL, "built-in default"
+
+
+class _Recorder:
+    """A `RunBatch` over a ModelRunner that also keeps every measurement for the table."""
+
+    def __init__(self, runner: object, seed: int) -> None:
+        import torch
+
+        self.runner = runner
+        self.gen = torch.Generator().manual_seed(seed)
+        self.points: list[tuple[list[int], list[int], float]] = []
+        self._n = 0
+
+    def __call__(self, new_tokens: list[int], context_lens: list[int]) -> float:
+        import torch
+
+        from fastserve.protocol.common import SamplingParams
+        from fastserve.runtime.model.runner import BatchEntry
+
+        runner = self.runner
+        bs = runner.block_size  # type: ignore[attr-defined]
+        vocab = runner.vocab_size  # type: ignore[attr-defined]
+        low = min(100, vocab // 2)  # skip control tokens at the start of the vocabulary
+        greedy = SamplingParams(temperature=0.0, ignore_eos=True)
+        entries, next_block = [], 0
+        for n, ctx in zip(new_tokens, context_lens, strict=True):
+            # Fresh, disjoint block tables: the KV content is irrelevant to the timing.
+            blocks = -(-(ctx + n) // bs)
+            table = list(range(next_block, next_block + blocks))
+            next_block += blocks
+            ids = torch.randint(low, vocab, (n,), generator=self.gen).tolist()
+            self._n += 1
+            entries.append(BatchEntry(f"p{self._n}", ids, ctx, table, True, greedy, 0))
+        start = time.perf_counter()
+        runner.execute(entries)  # type: ignore[attr-defined]
+        if runner.device.type == "cuda":  # type: ignore[attr-defined]
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        for e in entries:
+            runner.release(e.request_id)  # type: ignore[attr-defined]
+        self.points.append((list(new_tokens), list(context_lens), seconds))
+        return seconds
+
+
+def measure(args: argparse.Namespace, cfg: ServerConfig) -> tuple[CostModel, _Recorder]:
+    from fastserve.runtime.model.runner import ModelRunner
+
+    bs = args.block_size
+    decode_blocks = max(args.batch_sizes) * -(-(max(args.context_lens) + 1) // bs)
+    num_blocks = max(decode_blocks, -(-max(args.prefill_sizes) // bs))
+    runner = ModelRunner(cfg.model, cfg.dtype, cfg.device, num_blocks, bs, seed=args.seed)
+    longest = max(max(args.prefill_sizes), max(args.context_lens) + 1)
+    if longest > runner.max_model_len:
+        raise SystemExit(f"sizes exceed the model's context of {runner.max_model_len} tokens")
+    recorder = _Recorder(runner, args.seed)
+    meta = {
+        "model": cfg.model,
+        "dtype": cfg.dtype,
+        "device": cfg.device,
+        "block_size": bs,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    model = profile(
+        recorder,
+        prefill_sizes=args.prefill_sizes,
+        batch_sizes=args.batch_sizes,
+        context_lens=args.context_lens,
+        repeats=args.repeats,
+        meta=meta,
+    )
+    runner.close()
+    return model, recorder
+
+
+def format_table(model: CostModel, points: list[tuple[list[int], list[int], float]]) -> str:
+    """Measured medians next to the fitted model's estimates."""
+    import statistics
+
+    prefill: dict[int, list[float]] = {}
+    decode: dict[tuple[int, int], list[float]] = {}
+    for new, ctx, s in points:
+        if len(new) == 1 and ctx[0] == 0 and new[0] > 1:
+            prefill.setdefault(new[0], []).append(s)
+        elif all(n == 1 for n in new):
+            decode.setdefault((len(new), ctx[0]), []).append(s)
+    lines = [f"{'prefill tokens':>14s} {'measured ms':>12s} {'model ms':>9s}"]
+    for n in sorted(prefill):
+        med = statistics.median(prefill[n]) * 1e3
+        lines.append(f"{n:14d} {med:12.2f} {model.estimate_prefill(n) * 1e3:9.2f}")
+    lines.append(f"\n{'decode batch':>12s} {'context':>8s} {'measured ms':>12s} {'model ms':>9s}")
+    for (b, c), times in sorted(decode.items()):
+        med = statistics.median(times) * 1e3
+        est = model.estimate_decode(b, b * c) * 1e3
+        lines.append(f"{b:12d} {c:8d} {med:12.2f} {est:9.2f}")
+    lines.append(
+        f"\ndecode(b, ctx) = {model.decode_base * 1e3:.2f} ms + {model.decode_per_job * 1e3:.3f}"
+        f" ms/job + {model.decode_per_context_token * 1e6:.3f} us/context token"
+    )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    cfg = server_config(args.model, args.dtype, args.device)
+    model, recorder = measure(args, cfg)
+    # The first points are warm-up calls that profile() discards; leave them out.
+    print(format_table(model, recorder.points[2:]))
+    out = Path(args.out) if args.out else profile_path(cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(str(out))
+    print(f"\nwrote {out} ({time.perf_counter() - start:.0f} s)")
+    return 0
