@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -131,7 +132,5 @@ class ServerProcess:
         tree = descendants(self.proc.pid)
         self.stop()
         for pid in tree:  # never leave orphans behind a failed test
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
