@@ -95,9 +95,15 @@ class SchedulerCore:
             now,
             eos_token_ids=self.eos_token_ids,
             last_served=now,
+            # Only the oracle baseline reads this; benchmarks force lengths with ignore_eos,
+            # so max_tokens is the true length there (and an upper bound elsewhere).
+            true_output_len=req.sampling.max_tokens,
         )
+        try:
+            self.policy.add(job, now)
+        except ValueError as exc:
+            return [_error(req.request_id, f"scheduling policy refused the request: {exc}")]
         self.jobs[job.request_id] = job
-        self.policy.add(job, now)
         return []
 
     def abort(self, request_id: str, reason: str) -> list[RequestOutput]:

@@ -1,0 +1,133 @@
+"""The output-length distribution a size-blind policy learns online from its own requests.
+
+Observations live in a sliding window (the newest `window` ones), so the estimate follows
+a workload that drifts. Lengths are natural lengths N (what a request would generate with
+no cap), clipped at `max_len`, the largest output any request may ask for:
+
+- a request that stopped by itself after n tokens: N = n (an event);
+- a request cut at its `max_tokens` after n tokens: N >= n, i.e. censored at n - 1;
+- an aborted request after n tokens, or one still in flight: N > n, censored at n.
+
+Counting only finished requests would bias the estimate short (long requests are the ones
+still running, most of all under a policy that favours short ones), so censored
+observations enter a Kaplan-Meier estimate of the survival function.
+
+Past the largest observation the data say nothing; the estimate puts the mass KM leaves
+there, or 1/(finished + 1) (rule of succession) when KM leaves none, on a log-uniform tail
+up to `max_len`. That keeps the index defined for every age (see gittins_table), and a
+request older than everything seen gets a decreasing hazard: it is probably a long one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+# Finish reasons that mean the request ended by itself (an uncensored observation).
+NATURAL_REASONS = frozenset({"stop", "eos", "stop_token"})
+CAP_REASONS = frozenset({"length", "max_tokens"})
+
+
+@dataclass(frozen=True)
+class LengthDist:
+    """P(N = t) for t = 0..max_len (pmf[0] = 0), with summary numbers for logs."""
+
+    pmf: np.ndarray  # float64, shape (max_len + 1,), sums to 1
+    num_finished: int  # uncensored observations used
+    num_censored: int  # censored observations used (aborted, capped, in flight)
+    largest_seen: int  # largest observed value (events and censoring points)
+    tail_mass: float  # mass put past `largest_seen` on the log-uniform tail
+
+    @property
+    def max_len(self) -> int:
+        return len(self.pmf) - 1
+
+    @property
+    def mean(self) -> float:
+        return float(np.dot(np.arange(len(self.pmf)), self.pmf))
+
+    @property
+    def cv(self) -> float:
+        t = np.arange(len(self.pmf), dtype=float)
+        mean = self.mean
+        var = float(np.dot(t * t, self.pmf)) - mean * mean
+        return math.sqrt(max(var, 0.0)) / mean if mean > 0 else 0.0
+
+
+class LengthWindow:
+    """The newest `window` observations of one class of requests."""
+
+    def __init__(self, window: int, max_len: int) -> None:
+        if window < 1 or max_len < 1:
+            raise ValueError(f"need window >= 1 and max_len >= 1, got {window}, {max_len}")
+        self.max_len = max_len
+        # (value, censored): censored means N > value, else N == value.
+        self._obs: deque[tuple[int, bool]] = deque(maxlen=window)
+        self.total_finished = 0  # uncensored observations ever made (not just in the window)
+
+    def __len__(self) -> int:
+        return len(self._obs)
+
+    @property
+    def num_finished(self) -> int:
+        """Uncensored observations in the window."""
+        return sum(1 for _, censored in self._obs if not censored)
+
+    def observe_end(self, tokens: int, reason: str) -> None:
+        """A request ended after generating `tokens` tokens, for `reason`."""
+        if reason in NATURAL_REASONS:
+            self.observe(tokens, censored=False)
+        elif reason in CAP_REASONS:
+            self.observe(tokens - 1, censored=True)  # N >= tokens
+        else:
+            self.observe(tokens, censored=True)  # aborted or failed: it would have gone on
+
+    def observe(self, value: int, censored: bool) -> None:
+        """One observation: N == value, or N > value if censored."""
+        if censored and value < 1:
+            return  # N > 0 is known of every request: no information
+        if not censored and value < 1:
+            raise ValueError(f"a finished request has at least one token, got {value}")
+        self._obs.append((value, censored))
+        if not censored:
+            self.total_finished += 1
+
+    def estimate(self, in_flight: Iterable[int] = ()) -> LengthDist:
+        """Kaplan-Meier over the window plus `in_flight` lengths (censored), with the tail."""
+        m = self.max_len
+        events: list[int] = []
+        cens: list[int] = []
+        for value, censored in self._obs:
+            (cens if censored else events).append(value)
+        cens.extend(k for k in in_flight if k >= 1)
+        ev = np.asarray(events, dtype=np.int64)
+        ce = np.asarray(cens, dtype=np.int64)
+        # N > v >= m means the clipped length is exactly m: an event at m.
+        ev = np.concatenate([np.minimum(ev, m), np.full(int((ce >= m).sum()), m, np.int64)])
+        ce = ce[ce < m]
+        d = np.bincount(ev, minlength=m + 1).astype(float)
+        c = np.bincount(ce, minlength=m + 1).astype(float)
+        # At risk at t: events at >= t, plus censored at >= t (they survived through t).
+        at_risk = (d[::-1].cumsum() + c[::-1].cumsum())[::-1]
+        hazard = np.divide(d, at_risk, out=np.zeros_like(d), where=at_risk > 0)
+        hazard[0] = 0.0
+        survival = np.cumprod(1.0 - hazard)  # S(t) = P(N > t)
+        observed = np.nonzero(at_risk > 0)[0]
+        largest = int(observed[-1]) if len(observed) else 0
+        pmf = np.zeros(m + 1)
+        pmf[1 : largest + 1] = survival[: largest] - survival[1 : largest + 1]
+        tail = float(survival[largest]) if largest > 0 else 1.0
+        if largest < m and tail <= 0.0:
+            tail = 1.0 / (len(events) + 1)
+            pmf *= 1.0 - tail
+        if largest >= m:
+            tail = 0.0
+        elif tail > 0.0:
+            t = np.arange(largest + 1, m + 1, dtype=float)
+            pmf[largest + 1 :] = tail * (1.0 / t) / (1.0 / t).sum()
+        pmf /= pmf.sum()
+        return LengthDist(pmf, len(events), len(cens), largest, tail)
