@@ -16,6 +16,7 @@ from fastserve.protocol.to_worker import Shutdown
 from fastserve.runtime.actor import Actor
 from fastserve.runtime.config import ServerConfig
 from fastserve.runtime.frontend.service import FrontendService, RequestHandle, Send
+from fastserve.runtime.frontend.zmq_endpoint import ZmqClientEndpoint
 from fastserve.runtime.transport import Inbox, Outbox
 
 __all__ = ["FrontendActor", "FrontendService", "RequestHandle", "Send", "start_http_server"]
@@ -33,15 +34,19 @@ async def start_http_server(
 
 
 class FrontendActor(Actor):
-    """Receives OutputBatch messages for the service; serves HTTP while it runs."""
+    """Receives OutputBatch messages for the service; serves HTTP (and, when configured,
+    the ZeroMQ client endpoint) while it runs."""
 
     name = "frontend"
 
-    def __init__(self, inbox: Inbox, service: FrontendService, host: str, port: int) -> None:
+    def __init__(
+        self, inbox: Inbox, service: FrontendService, host: str, port: int, zmq_address: str = ""
+    ) -> None:
         super().__init__(inbox)
         self.service = service
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
+        self._zmq = ZmqClientEndpoint(service, zmq_address) if zmq_address else None
         self.handlers = {
             OutputBatch: self.service.handle_output_batch,
             SchedulerStats: self._on_stats,
@@ -58,7 +63,7 @@ class FrontendActor(Actor):
             default_max_tokens=cfg.default_max_tokens,
             request_id_prefix=f"req-{uuid.uuid4().hex[:6]}-",  # unique per run
         )
-        return cls(inbox, service, cfg.host, cfg.port)
+        return cls(inbox, service, cfg.host, cfg.port, cfg.zmq_client_address)
 
     async def _on_stats(self, stats: SchedulerStats) -> None:
         self.service.metrics.scheduler = stats
@@ -68,8 +73,12 @@ class FrontendActor(Actor):
 
     async def start(self) -> None:
         self._runner = await start_http_server(self.service, self.host, self.port)
+        if self._zmq is not None:
+            await self._zmq.start()
 
     async def stop(self) -> None:
         await self.service.fail_all("server is shutting down")
+        if self._zmq is not None:
+            await self._zmq.stop()  # after fail_all, so its clients hear why their streams end
         if self._runner is not None:
             await self._runner.cleanup()

@@ -54,8 +54,15 @@ def run_ours(runner: ModelRunner, prompts: list[list[int]], new_tokens: int) -> 
     prefill = time.perf_counter() - start
     for step in range(1, new_tokens):
         entries = [
-            BatchEntry(e.request_id, [s.token_id], e.start_pos + len(e.token_ids), e.block_table,
-                       True, params, step)
+            BatchEntry(
+                e.request_id,
+                [s.token_id],
+                e.start_pos + len(e.token_ids),
+                e.block_table,
+                True,
+                params,
+                step,
+            )
             for e, s in zip(entries, out, strict=True)
         ]
         out = runner.execute(entries)
@@ -155,14 +162,19 @@ _HEADER_DONE = False
 def _print_row(row: dict) -> None:
     global _HEADER_DONE
     if not _HEADER_DONE:
-        print(f"{'batch':>5} | {'ours decode tok/s':>17} | {'hf decode tok/s':>15} | "
-              f"{'speedup':>7} | {'ours e2e tok/s':>14} | {'hf e2e tok/s':>12}")
+        print(
+            f"{'batch':>5} | {'ours decode tok/s':>17} | {'hf decode tok/s':>15} | "
+            f"{'speedup':>7} | {'ours e2e tok/s':>14} | {'hf e2e tok/s':>12}"
+        )
         _HEADER_DONE = True
     hf_dec = f"{row['hf_decode_tps']:.1f}" if "hf" in row else "-"
     hf_e2e = f"{row['hf_e2e_tps']:.1f}" if "hf" in row else "-"
     speed = f"{row['decode_speedup']:.2f}x" if "hf" in row else "-"
-    print(f"{row['batch']:>5} | {row['ours_decode_tps']:>17.1f} | {hf_dec:>15} | {speed:>7} | "
-          f"{row['ours_e2e_tps']:>14.1f} | {hf_e2e:>12}", flush=True)
+    print(
+        f"{row['batch']:>5} | {row['ours_decode_tps']:>17.1f} | {hf_dec:>15} | {speed:>7} | "
+        f"{row['ours_e2e_tps']:>14.1f} | {hf_e2e:>12}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

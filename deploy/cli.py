@@ -18,6 +18,9 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--served-model-name", default=None, help="name clients pass as `model`")
     p.add_argument("--host", default=d.host)
     p.add_argument("--port", type=int, default=d.port)
+    p.add_argument(
+        "--zmq-port", type=int, default=0, help="ZeroMQ client endpoint port on --host; 0 = off"
+    )
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default=d.dtype)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
     p.add_argument(
@@ -47,6 +50,8 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tp", type=int, default=d.parallel.tp)
     p.add_argument("--pp", type=int, default=d.parallel.pp)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--worker-threads", type=int, default=d.worker_threads,
+                   help="torch CPU threads per worker (0: cores minus one, shared by workers)")
     p.add_argument("--log-level", choices=["debug", "info", "warning"], default=d.log_level)
     p.add_argument("--ready-timeout", type=float, default=d.ready_timeout_s)
 
@@ -56,10 +61,13 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     cfg.model = args.model or ""
     cfg.served_model_name = args.served_model_name or ""
     cfg.host, cfg.port = args.host, args.port
+    if args.zmq_port:
+        cfg.zmq_client_address = f"tcp://{args.host}:{args.zmq_port}"
     cfg.dtype, cfg.device = args.dtype, args.device
     cfg.max_model_len = args.max_model_len
     cfg.default_max_tokens = args.default_max_tokens
     cfg.seed, cfg.log_level, cfg.ready_timeout_s = args.seed, args.log_level, args.ready_timeout
+    cfg.worker_threads = args.worker_threads
     cfg.scheduler.policy = args.policy
     cfg.scheduler.max_batch_jobs = args.max_batch_jobs
     cfg.scheduler.max_batch_tokens = args.max_batch_tokens
@@ -88,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
 
     commands: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
         ("profile", "measure prefill and decode times; cache the cost model", profile_cmd.register),
-        ("bench", "replay a workload against a running server (or compare policies)", bench.register),
+        ("bench", "replay a workload against a server, or compare policies", bench.register),
         ("simulate", "simulate scheduling policies over a workload", simulate_cmd.register),
     ]
     for name, help_text, register in commands:

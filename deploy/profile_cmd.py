@@ -7,7 +7,9 @@ it (`profile_cache.profile_path`), so the scheduler's skip-join levels and per-j
 shares use this machine's numbers instead of the built-in defaults.
 
 Defaults keep the run short on a small CPU (prefill up to 1024 tokens, batch up to 32):
-about half a minute for SmolLM2-135M on 2 cores, most of it loading the model.
+about 30 s for SmolLM2-135M with one thread. On a shared 2-core machine, two torch threads
+fighting other processes for the cores ran ~10x slower and erratic: profile (and serve)
+with `--threads 1` / OMP_NUM_THREADS=1 there.
 """
 
 from __future__ import annotations
@@ -35,19 +37,33 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--prefill-sizes", type=_ints, default=[16, 64, 128, 256, 512, 1024])
     p.add_argument("--batch-sizes", type=_ints, default=[1, 2, 4, 8, 16, 32])
-    p.add_argument("--context-lens", type=_ints, default=[64, 512])
+    p.add_argument("--context-lens", type=_ints, default=[32, 256])
     p.add_argument("--repeats", type=int, default=3, help="measurements per point (median)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (0: torch's default, as `serve` uses; match the server's setting)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON path (default: the cache `serve` reads)")
     p.set_defaults(func=run)
 
 
-def server_config(model: str | None, dtype: str, device: str) -> ServerConfig:
-    """The config fields `profile_path` keys on, resolved the way `fastserve serve` does."""
-    from fastserve.runtime.model.registry import resolve_model_dir
+def server_config(model: str | None, dtype: str, device: str, convert: bool = True) -> ServerConfig:
+    """The config fields `profile_path` keys on, resolved the way `fastserve serve` does.
+    `convert=False` names the default model's directory without converting it."""
+    from fastserve.runtime.model.registry import (
+        DEFAULT_MODEL_NAME,
+        default_model_dir,
+        resolve_model_dir,
+    )
 
     cfg = ServerConfig()
-    cfg.model = str(resolve_model_dir(model))
+    if not convert and model in (None, "", DEFAULT_MODEL_NAME):
+        cfg.model = str(default_model_dir(convert=False))
+    else:
+        cfg.model = str(resolve_model_dir(model))
     cfg.dtype = dtype
     if device == "auto":
         import torch
@@ -68,7 +84,7 @@ def cached_cost_model(
     if path:
         return CostModel.load(path), path
     try:
-        cached = profile_path(server_config(model, dtype, device))
+        cached = profile_path(server_config(model, dtype, device, convert=False))
     except FileNotFoundError:  # model not present: nothing can have been profiled
         return DEFAULT_COST_MODEL, "built-in default"
     if cached.exists():
@@ -119,8 +135,12 @@ class _Recorder:
 
 
 def measure(args: argparse.Namespace, cfg: ServerConfig) -> tuple[CostModel, _Recorder]:
+    import torch
+
     from fastserve.runtime.model.runner import ModelRunner
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     bs = args.block_size
     decode_blocks = max(args.batch_sizes) * -(-(max(args.context_lens) + 1) // bs)
     num_blocks = max(decode_blocks, -(-max(args.prefill_sizes) // bs))
@@ -135,6 +155,7 @@ def measure(args: argparse.Namespace, cfg: ServerConfig) -> tuple[CostModel, _Re
         "device": cfg.device,
         "block_size": bs,
         "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }

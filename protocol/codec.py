@@ -22,7 +22,14 @@ from typing import Any, Union
 
 import msgpack
 
-from fastserve.protocol import control, to_cache_manager, to_frontend, to_scheduler, to_worker
+from fastserve.protocol import (
+    client,
+    control,
+    to_cache_manager,
+    to_frontend,
+    to_scheduler,
+    to_worker,
+)
 from fastserve.protocol.common import BlockCopy, SamplingParams
 
 PROTOCOL_VERSION = 1
@@ -43,6 +50,11 @@ MESSAGE_TYPES: dict[int, type] = {
     30: to_cache_manager.CacheSnapshot,
     40: control.ActorReady,
     41: control.ActorFailed,
+    50: client.ClientSubmit,
+    51: client.ClientAbort,
+    52: client.ClientDelta,
+    53: client.ClientDone,
+    54: client.ClientError,
 }
 _TYPE_BYTES: dict[type, int] = {cls: code for code, cls in MESSAGE_TYPES.items()}
 # Value dataclasses that may appear nested inside messages.

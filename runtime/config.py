@@ -69,9 +69,11 @@ class ServerConfig:
     device: str = "auto"  # auto | cpu | cuda
     host: str = "127.0.0.1"  # HTTP bind address
     port: int = 8000  # HTTP port
+    zmq_client_address: str = ""  # ZeroMQ client endpoint (tcp://host:port, ipc://...); "" = off
     max_model_len: int = 0  # 0: the model's context length
     default_max_tokens: int = 256  # max_tokens when the client gives none
     seed: int = 0  # worker RNG seed for unseeded sampling
+    worker_threads: int = 0  # torch CPU threads per worker; 0 = all cores but one per worker
     ready_timeout_s: float = 600.0  # how long start-up may take before the server gives up
     log_level: str = "info"  # debug | info | warning
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

@@ -77,7 +77,9 @@ def greedy_generate(
             r.top.append(_top(lp, topk))
             pos = e.start_pos + len(e.token_ids)
             next_entries.append(
-                BatchEntry(e.request_id, [s.token_id], pos, e.block_table, True, GREEDY, len(r.tokens))
+                BatchEntry(
+                    e.request_id, [s.token_id], pos, e.block_table, True, GREEDY, len(r.tokens)
+                )
             )
         entries = next_entries
     for n in names:
@@ -100,7 +102,9 @@ def divergence_report(a: GenResult, b: GenResult, tol: float = 1e-3) -> str | No
     return None
 
 
-def hf_greedy(model, prompts: list[list[int]], max_new_tokens: int, topk: int = 8) -> list[GenResult]:
+def hf_greedy(
+    model, prompts: list[list[int]], max_new_tokens: int, topk: int = 8
+) -> list[GenResult]:
     """transformers' own greedy `generate`, one prompt at a time, never stopping at EOS."""
     results = []
     for prompt in prompts:

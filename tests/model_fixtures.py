@@ -55,7 +55,9 @@ def _byte_alphabet() -> list[str]:
     printable = set(range(33, 127)) | set(range(161, 173)) | set(range(174, 256))
     chars: list[str] = []
     for b in range(256):
-        chars.append(chr(b) if b in printable else chr(256 + b - sum(1 for p in printable if p < b)))
+        chars.append(
+            chr(b) if b in printable else chr(256 + b - sum(1 for p in printable if p < b))
+        )
     return chars
 
 

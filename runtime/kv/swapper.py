@@ -100,6 +100,9 @@ class BlockSwapper:
         self._pending_uploads.append(handle)
         return handle
 
+    def has_pending_uploads(self) -> bool:
+        return bool(self._pending_uploads)
+
     def fence_uploads(self, device_block_ids: set[int] | None = None) -> None:
         """Make compute that follows see finished uploads (of these blocks, or all)."""
         still: list[SwapHandle] = []

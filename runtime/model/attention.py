@@ -29,6 +29,7 @@ class DecodeMeta:
     owner: torch.Tensor  # [n] which single-query row each of those blocks belongs to
     bias: torch.Tensor  # [n, 1, 1, block_size] float32: 0 for filled slots, -inf beyond
     one_block_each: bool  # every job fits in one block: no merge needed
+    single_len: int  # with exactly one job: its number of keys (else 0)
 
 
 @dataclass
@@ -143,6 +144,7 @@ def _decode_meta(seqs: list[SeqInput], block_size: int, device: torch.device) ->
         owner=torch.tensor(owner, dtype=torch.long).to(device),
         bias=bias.view(len(filled), 1, 1, block_size).to(device),
         one_block_each=len(owner) == len(seqs),
+        single_len=seqs[0].start_pos + 1 if len(seqs) == 1 else 0,
     )
 
 
@@ -209,6 +211,25 @@ def _prefill(
     return out[0].transpose(0, 1)  # [Lq, H, D]
 
 
+def _decode_one(
+    q: torch.Tensor,
+    key_blocks: torch.Tensor,
+    value_blocks: torch.Tensor,
+    dm: DecodeMeta,
+    scale: float,
+) -> torch.Tensor:
+    """One single-query job (batch-1 decoding): one SDPA call, far fewer ops than split-K."""
+    _, heads, dim = q.shape
+    kv_heads = key_blocks.shape[1]
+    # [nb, KVH, D, bs] -> [KVH, nb * bs, D]; [nb, KVH, bs, D] -> [KVH, nb * bs, D]
+    k = key_blocks.index_select(0, dm.blocks).permute(1, 0, 3, 2).reshape(kv_heads, -1, dim)
+    v = value_blocks.index_select(0, dm.blocks).transpose(0, 1).reshape(kv_heads, -1, dim)
+    # The query heads sharing a kv head act as that head's queries; all keys are visible.
+    qg = q.view(1, kv_heads, heads // kv_heads, dim)
+    k, v = k[:, : dm.single_len].unsqueeze(0), v[:, : dm.single_len].unsqueeze(0)
+    return F.scaled_dot_product_attention(qg, k, v, scale=scale).view(1, heads, dim)
+
+
 def _decode(
     q: torch.Tensor,
     key_blocks: torch.Tensor,
@@ -220,6 +241,8 @@ def _decode(
     batch, heads, dim = q.shape
     kv_heads = key_blocks.shape[1]
     group = heads // kv_heads
+    if dm.single_len:
+        return _decode_one(q, key_blocks, value_blocks, dm, scale)
     compute = torch.float32  # scores and softmax in float32 even for bf16 caches
     k = key_blocks.index_select(0, dm.blocks).to(compute)  # [n, KVH, D, bs]
     v = value_blocks.index_select(0, dm.blocks).to(compute)  # [n, KVH, bs, D]
@@ -235,7 +258,9 @@ def _decode(
         return (partial / denom).view(batch, heads, dim).to(q.dtype)
     # Merge block partials per job: rescale each by exp(its max - the job's max).
     owner = dm.owner
-    job_peak = torch.full((batch, kv_heads, group, 1), float("-inf"), dtype=compute, device=q.device)
+    job_peak = torch.full(
+        (batch, kv_heads, group, 1), float("-inf"), dtype=compute, device=q.device
+    )
     job_peak.scatter_reduce_(0, owner.view(-1, 1, 1, 1).expand_as(peak), peak, "amax")
     weight = (peak - job_peak.index_select(0, owner)).exp_()
     num = torch.zeros((batch, kv_heads, group, dim), dtype=compute, device=q.device)

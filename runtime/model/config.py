@@ -45,7 +45,9 @@ class ModelConfig:
     bos_token_id: int | None = None
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], generation: dict[str, Any] | None = None) -> ModelConfig:
+    def from_dict(
+        cls, raw: dict[str, Any], generation: dict[str, Any] | None = None
+    ) -> ModelConfig:
         """Build from config.json contents (and generation_config.json, for more EOS ids)."""
         model_type = str(raw.get("model_type", "llama"))
         if model_type not in SUPPORTED_MODEL_TYPES:

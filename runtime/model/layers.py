@@ -63,19 +63,22 @@ class RotaryEmbedding:
         inv_freq = rope_inv_freq(head_dim, theta, scaling)
         freqs = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)
         emb = torch.cat([freqs, freqs], dim=-1)
+        half = head_dim // 2
+        sin = emb.sin()
+        # rotate_half(x) * sin == cat(x2, x1) * cat(-sin1, sin2): folding the sign into the
+        # table saves a negation per layer (and is exact: only a sign bit moves).
+        sin[:, :half].neg_()
         # Tables in the model dtype, as HF casts cos/sin before applying them.
         self.cos = emb.cos().to(dtype=dtype, device=device)
-        self.sin = emb.sin().to(dtype=dtype, device=device)
+        self.signed_sin = sin.to(dtype=dtype, device=device)
         self.max_positions = max_positions
-        self.half = head_dim // 2
+        self.half = half
 
     def tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin for `positions`, shaped [T, 1, head_dim] to broadcast over heads."""
-        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+        """cos and signed sin for `positions`, shaped [T, 1, head_dim] (broadcast over heads)."""
+        return self.cos[positions].unsqueeze(1), self.signed_sin[positions].unsqueeze(1)
 
-    def apply_(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
-        """Rotate x [T, heads, head_dim] in place (rotate_half convention)."""
-        x1 = x[..., : self.half]
-        x2 = x[..., self.half :]
-        rotated = torch.cat([-x2, x1], dim=-1)
-        x.mul_(cos).addcmul_(rotated, sin)
+    def apply_(self, x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> None:
+        """Rotate x [T, heads, head_dim] in place (HF's rotate_half convention)."""
+        swapped = torch.cat([x[..., self.half :], x[..., : self.half]], dim=-1)
+        x.mul_(cos).addcmul_(swapped, signed_sin)

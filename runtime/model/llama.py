@@ -99,9 +99,11 @@ class LlamaModel:
         for layer, cache in zip(self.layers, kv_layers, strict=True):
             x = self._layer(x, layer, cache, meta, cos, sin)
         if logit_rows is not None:
+            if logit_rows.numel() == 0:  # nothing to sample (e.g. a non-final prefill chunk)
+                return torch.empty((0, self.config.vocab_size), device=x.device)
             x = x.index_select(0, logit_rows)
         x = rms_norm(x, self.final_norm, self.config.rms_norm_eps)
-        logits = self.tp.gather_vocab(self.lm_head(x))
+        logits = self.tp.gather_vocab(self.lm_head(x))[:, : self.config.vocab_size]
         return logits.float()
 
     def _layer(

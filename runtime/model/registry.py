@@ -41,7 +41,9 @@ def default_gguf_path() -> Path:
         path = Path(location) / _DEFAULT_GGUF_FILE
         if path.exists():
             return path
-    raise ModelNotFoundError(f"{_DEFAULT_GGUF_FILE} not found in the {_DEFAULT_GGUF_PACKAGE} package")
+    raise ModelNotFoundError(
+        f"{_DEFAULT_GGUF_FILE} not found in the {_DEFAULT_GGUF_PACKAGE} package"
+    )
 
 
 def default_model_dir(convert: bool = True) -> Path:
@@ -70,10 +72,14 @@ def check_model_dir(path: Path) -> Path:
 
 
 def resolve_model_dir(spec: str | None) -> Path:
-    """None or the default name -> converted default model; otherwise a checked HF directory."""
-    if spec is None or spec == "" or spec == DEFAULT_MODEL_NAME:
+    """None or the default name (also as "HuggingFaceTB/<name>") -> the converted default
+    model; otherwise `spec` must be a Hugging Face Llama-family model directory."""
+    if not spec:
         return default_model_dir()
-    return check_model_dir(Path(spec).expanduser().resolve())
+    path = Path(spec).expanduser()
+    if not path.exists() and spec.rstrip("/").split("/")[-1] == DEFAULT_MODEL_NAME:
+        return default_model_dir()
+    return check_model_dir(path.resolve())
 
 
 def served_model_name(path: str | Path) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -59,6 +60,18 @@ class BatchEntry:
     sample: bool = True  # sample a next token after this chunk
     sampling: SamplingParams = field(default_factory=SamplingParams)
     num_generated: int = 0  # tokens this job has generated so far (min_tokens)
+
+
+class EntryLike(Protocol):
+    """Anything shaped like a BatchEntry (e.g. the worker's own StepEntry)."""
+
+    request_id: str
+    token_ids: list[int]
+    start_pos: int
+    block_table: list[int]
+    sample: bool
+    sampling: SamplingParams
+    num_generated: int
 
 
 @dataclass
@@ -112,13 +125,13 @@ class ModelRunner:
     def vocab_size(self) -> int:
         return self.config.vocab_size
 
-    def execute(self, entries: Sequence[BatchEntry]) -> list[SampledToken]:
+    def execute(self, entries: Sequence[EntryLike]) -> list[SampledToken]:
         """Run one batch; return a token for each entry with sample=True, in entry order."""
         logits, sampled = self._forward(entries)
         return self._sample(logits, sampled)
 
     def execute_with_logprobs(
-        self, entries: Sequence[BatchEntry]
+        self, entries: Sequence[EntryLike]
     ) -> tuple[list[SampledToken], torch.Tensor]:
         """Like execute, plus the full log-softmax of the raw last-position logits
         ([n_sampled, vocab] float32 on the CPU), e.g. for near-tie checks in tests."""
@@ -142,7 +155,7 @@ class ModelRunner:
         self.swapper.close()
 
     @torch.inference_mode()
-    def _forward(self, entries: Sequence[BatchEntry]) -> tuple[torch.Tensor, list[BatchEntry]]:
+    def _forward(self, entries: Sequence[EntryLike]) -> tuple[torch.Tensor, list[EntryLike]]:
         if not entries:
             return torch.empty((0, self.vocab_size)), []
         # Single-token jobs first: attention runs them together (see attention.py).
@@ -163,7 +176,8 @@ class ModelRunner:
             self.block_size,
             self.device,
         )
-        self.swapper.fence_uploads({b for e in ordered for b in e.block_table})
+        if self.swapper.has_pending_uploads():
+            self.swapper.fence_uploads({b for e in ordered for b in e.block_table})
         input_ids = torch.tensor(ids, dtype=torch.long).to(self.device, non_blocking=True)
         row_t = torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
         logits = self.model.forward(input_ids, meta, self._kv_layers, row_t)
@@ -177,7 +191,7 @@ class ModelRunner:
         return logits, sampled
 
     @torch.inference_mode()
-    def _sample(self, logits: torch.Tensor, sampled: list[BatchEntry]) -> list[SampledToken]:
+    def _sample(self, logits: torch.Tensor, sampled: list[EntryLike]) -> list[SampledToken]:
         if not sampled:
             return []
         requests = [SampleRequest(e.request_id, e.sampling, e.num_generated) for e in sampled]

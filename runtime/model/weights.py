@@ -74,6 +74,12 @@ class CheckpointReader:
         return self.get(name) if self.has(name) else None
 
 
+def _required(tensor: torch.Tensor | None, what: str) -> torch.Tensor:
+    if tensor is None:
+        raise KeyError(f"checkpoint lacks {what}")
+    return tensor
+
+
 def load_weights(
     model_dir: Path, config: ModelConfig, dtype: torch.dtype, device: torch.device, tp: TPGroup
 ) -> ModelWeights:
@@ -83,59 +89,63 @@ def load_weights(
     def put(t: torch.Tensor) -> torch.Tensor:
         return t.to(dtype=dtype).to(device).contiguous()
 
-    def rows(t: torch.Tensor, start: int, end: int) -> torch.Tensor:
-        return t[start:end]
+    def put_opt(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else put(t)
 
     hd = config.head_dim
-    q0, q1 = tp.shard(config.num_heads, "num_heads")
-    k0, k1 = tp.shard(config.num_kv_heads, "num_kv_heads")
+    q0, q1 = (h * hd for h in tp.shard(config.num_heads, "num_heads"))
+    k0, k1 = (h * hd for h in tp.shard(config.num_kv_heads, "num_kv_heads"))
     f0, f1 = tp.shard(config.intermediate_size, "intermediate_size")
-    v0, v1 = tp.shard(config.vocab_size, "vocab_size")
+    # Vocab-parallel shards must be equal: pad the vocabulary with zero rows up to a
+    # multiple of the tp size (the padded logits are cut off after the gather).
+    padded_vocab = -(-config.vocab_size // tp.size) * tp.size
+    v0, v1 = tp.shard(padded_vocab, "vocab_size")
+
+    def vocab_rows(t: torch.Tensor) -> torch.Tensor:
+        if padded_vocab > t.shape[0]:
+            t = torch.cat([t, t.new_zeros(padded_vocab - t.shape[0], t.shape[1])])
+        return t[v0:v1]
+
+    def fused_qkv(prefix: str, kind: str) -> torch.Tensor | None:
+        """This rank's q, k and v rows stacked: one matmul instead of three."""
+        q, k, v = (ckpt.maybe(f"{prefix}self_attn.{n}_proj.{kind}") for n in "qkv")
+        if q is None or k is None or v is None:
+            return None
+        return torch.cat([q[q0:q1], k[k0:k1], v[k0:k1]])
+
+    def fused_gate_up(prefix: str, kind: str) -> torch.Tensor | None:
+        gate = ckpt.maybe(f"{prefix}mlp.gate_proj.{kind}")
+        up = ckpt.maybe(f"{prefix}mlp.up_proj.{kind}")
+        if gate is None or up is None:
+            return None
+        return torch.cat([gate[f0:f1], up[f0:f1]])
+
+    def rank0_bias(name: str) -> torch.Tensor | None:
+        # Row-parallel biases are added once, before the all-reduce sums the ranks.
+        return put_opt(ckpt.maybe(name)) if tp.rank == 0 else None
+
     layers: list[LayerWeights] = []
     for i in range(config.num_layers):
         p = f"model.layers.{i}."
-
-        def fused_qkv(kind: str, p: str = p) -> torch.Tensor | None:
-            parts = [ckpt.maybe(f"{p}self_attn.{n}_proj.{kind}") for n in "qkv"]
-            if any(t is None for t in parts):
-                return None
-            q, k, v = parts
-            return torch.cat(
-                [rows(q, q0 * hd, q1 * hd), rows(k, k0 * hd, k1 * hd), rows(v, k0 * hd, k1 * hd)]
-            )
-
-        def fused_gate_up(kind: str, p: str = p) -> torch.Tensor | None:
-            gate = ckpt.maybe(f"{p}mlp.gate_proj.{kind}")
-            up = ckpt.maybe(f"{p}mlp.up_proj.{kind}")
-            if gate is None or up is None:
-                return None
-            return torch.cat([rows(gate, f0, f1), rows(up, f0, f1)])
-
-        def rank0_bias(name: str) -> torch.Tensor | None:
-            bias = ckpt.maybe(name)
-            return put(bias) if bias is not None and tp.rank == 0 else None
-
-        qkv_bias = fused_qkv("bias") if config.qkv_bias else None
-        gate_up_bias = fused_gate_up("bias") if config.mlp_bias else None
         layers.append(
             LayerWeights(
                 input_norm=put(ckpt.get(f"{p}input_layernorm.weight")),
-                qkv=put(fused_qkv("weight")),
-                qkv_bias=put(qkv_bias) if qkv_bias is not None else None,
-                o_proj=put(ckpt.get(f"{p}self_attn.o_proj.weight")[:, q0 * hd : q1 * hd]),
+                qkv=put(_required(fused_qkv(p, "weight"), f"{p}self_attn.q/k/v_proj.weight")),
+                qkv_bias=put_opt(fused_qkv(p, "bias")) if config.qkv_bias else None,
+                o_proj=put(ckpt.get(f"{p}self_attn.o_proj.weight")[:, q0:q1]),
                 o_bias=rank0_bias(f"{p}self_attn.o_proj.bias") if config.o_bias else None,
                 post_norm=put(ckpt.get(f"{p}post_attention_layernorm.weight")),
-                gate_up=put(fused_gate_up("weight")),
-                gate_up_bias=put(gate_up_bias) if gate_up_bias is not None else None,
+                gate_up=put(_required(fused_gate_up(p, "weight"), f"{p}mlp.gate/up_proj.weight")),
+                gate_up_bias=put_opt(fused_gate_up(p, "bias")) if config.mlp_bias else None,
                 down=put(ckpt.get(f"{p}mlp.down_proj.weight")[:, f0:f1]),
                 down_bias=rank0_bias(f"{p}mlp.down_proj.bias") if config.mlp_bias else None,
             )
         )
-    embed = put(rows(ckpt.get("model.embed_tokens.weight"), v0, v1))
+    embed = put(vocab_rows(ckpt.get("model.embed_tokens.weight")))
     if config.tie_word_embeddings or not ckpt.has("lm_head.weight"):
         lm_head = embed
     else:
-        lm_head = put(rows(ckpt.get("lm_head.weight"), v0, v1))
+        lm_head = put(vocab_rows(ckpt.get("lm_head.weight")))
     return ModelWeights(
         embed=embed,
         layers=layers,

@@ -64,6 +64,7 @@ def hull_indices(xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float],
 
 def tangent_slope(qx: float, qy: float, hx: Sequence[float], hy: Sequence[float]) -> float:
     """Steepest slope from Q to a vertex of an upper hull (x ascending) lying right of Q."""
+
     # slope(Q, H_i) rises while the hull edge leaving H_i is steeper than it, then falls.
     def past_peak(i: int) -> bool:
         if i == len(hx) - 1:
@@ -77,7 +78,7 @@ def tangent_slope(qx: float, qy: float, hx: Sequence[float], hy: Sequence[float]
 
 @dataclass
 class CapTable:
-    """Index by age bin for jobs with one cap; `start_hull` answers prefill queries."""
+    """Index by age bin for jobs with one cap; the hull answers prefill queries."""
 
     cap: int  # the job stops at this many tokens at the latest
     width: int  # tokens per bin
@@ -102,6 +103,8 @@ def bin_width(max_len: int, max_bins: int) -> int:
 def build_cap_table(dist: LengthDist, cap: int, width: int) -> CapTable:
     """The table for jobs capped at `cap` tokens (cap <= dist.max_len)."""
     cap = max(1, min(cap, dist.max_len))
+    if cap < 2 * width:  # too few bins to tell the first token from the start: exact
+        width = 1
     pmf = dist.pmf
     cdf = np.cumsum(pmf)  # F(t) = P(N <= t)
     survival = 1.0 - cdf
@@ -109,8 +112,6 @@ def build_cap_table(dist: LengthDist, cap: int, width: int) -> CapTable:
     # W(t) = sum_{u<t} S(u): W[0] = 0, W[1] = S(0) = 1.
     work = np.concatenate([[0.0], np.cumsum(survival)])
     points = list(range(0, cap, width))
-    if len(points) < 2:  # the first token state must be a point of its own for the tangent
-        points = [0, 1] if cap > 1 else [0]
     xs = [float(work[b]) for b in points] + [float(work[cap])]
     ys = [float(cdf[b]) for b in points] + [1.0]
     g, hull = hull_indices(xs, ys)

@@ -48,14 +48,25 @@ class LengthDist:
 
     @property
     def mean(self) -> float:
-        return float(np.dot(np.arange(len(self.pmf)), self.pmf))
+        return _moments(self.pmf)[0]
 
     @property
     def cv(self) -> float:
-        t = np.arange(len(self.pmf), dtype=float)
-        mean = self.mean
-        var = float(np.dot(t * t, self.pmf)) - mean * mean
-        return math.sqrt(max(var, 0.0)) / mean if mean > 0 else 0.0
+        return _moments(self.pmf)[1]
+
+    def observed_moments(self) -> tuple[float, float]:
+        """Mean and CV up to the largest observation (the assumed tail left out)."""
+        return _moments(self.pmf[: self.largest_seen + 1])
+
+
+def _moments(pmf: np.ndarray) -> tuple[float, float]:
+    total = float(pmf.sum())
+    if total <= 0:
+        return 0.0, 0.0
+    t = np.arange(len(pmf), dtype=float)
+    mean = float(np.dot(t, pmf)) / total
+    var = float(np.dot(t * t, pmf)) / total - mean * mean
+    return mean, (math.sqrt(max(var, 0.0)) / mean if mean > 0 else 0.0)
 
 
 class LengthWindow:
@@ -67,15 +78,11 @@ class LengthWindow:
         self.max_len = max_len
         # (value, censored): censored means N > value, else N == value.
         self._obs: deque[tuple[int, bool]] = deque(maxlen=window)
+        self.num_finished = 0  # uncensored observations in the window
         self.total_finished = 0  # uncensored observations ever made (not just in the window)
 
     def __len__(self) -> int:
         return len(self._obs)
-
-    @property
-    def num_finished(self) -> int:
-        """Uncensored observations in the window."""
-        return sum(1 for _, censored in self._obs if not censored)
 
     def observe_end(self, tokens: int, reason: str) -> None:
         """A request ended after generating `tokens` tokens, for `reason`."""
@@ -92,8 +99,11 @@ class LengthWindow:
             return  # N > 0 is known of every request: no information
         if not censored and value < 1:
             raise ValueError(f"a finished request has at least one token, got {value}")
+        if len(self._obs) == self._obs.maxlen and not self._obs[0][1]:
+            self.num_finished -= 1  # the oldest, about to fall out, was a finished one
         self._obs.append((value, censored))
         if not censored:
+            self.num_finished += 1
             self.total_finished += 1
 
     def estimate(self, in_flight: Iterable[int] = ()) -> LengthDist:
@@ -119,7 +129,7 @@ class LengthWindow:
         observed = np.nonzero(at_risk > 0)[0]
         largest = int(observed[-1]) if len(observed) else 0
         pmf = np.zeros(m + 1)
-        pmf[1 : largest + 1] = survival[: largest] - survival[1 : largest + 1]
+        pmf[1 : largest + 1] = survival[:largest] - survival[1 : largest + 1]
         tail = float(survival[largest]) if largest > 0 else 1.0
         if largest < m and tail <= 0.0:
             tail = 1.0 / (len(events) + 1)

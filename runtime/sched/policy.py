@@ -25,6 +25,13 @@ class SchedulingPolicy(ABC):
     def remove(self, job: Job) -> None:
         """A job finished or was aborted; forget it."""
 
+    def on_finished(self, job: Job, reason: str) -> None:
+        """Optional: a job ended for `reason` ("stop", "length", an abort reason, "error").
+
+        Called right before `remove(job)`. Policies that learn the length distribution use
+        it to tell a finished request from a cut or aborted one; the default ignores it.
+        """
+
     @abstractmethod
     def priority_order(self, now: float) -> list[Job]:
         """Every unfinished job, most urgent first. May promote starving jobs."""

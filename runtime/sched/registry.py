@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastserve.runtime.sched.cost_model import CostModel
+from fastserve.runtime.sched.gittins import GittinsPolicy
 from fastserve.runtime.sched.mlfq import PlainMLFQ, SkipJoinMLFQ
 from fastserve.runtime.sched.oracle import SRPTOracle
 from fastserve.runtime.sched.policy import FCFSPolicy, SchedulingPolicy
@@ -25,6 +26,7 @@ _FACTORIES: dict[str, Callable[..., SchedulingPolicy]] = {
     "mlfq": lambda cost_model, **options: PlainMLFQ(cost_model, **options),
     "skip-join-mlfq": lambda cost_model, **options: SkipJoinMLFQ(cost_model, **options),
     "oracle": _no_options("oracle", SRPTOracle),
+    "gittins": lambda cost_model, **options: GittinsPolicy(cost_model, **options),
 }
 _ALIASES = {
     "fifo": "fcfs",

@@ -69,6 +69,7 @@ def simulate(
     overlap_swaps: bool = True,
     chunked_prefill: bool = True,
     max_time: float = math.inf,
+    max_tokens: int | None = None,
 ) -> SimResult:
     """Run `workload` through `policy` (a fresh instance) and return the metrics.
 
@@ -77,6 +78,8 @@ def simulate(
     overlap_swaps: swaps hide behind compute, within a per-iteration copy budget, instead
       of adding their time to the iteration.
     max_time: stop the clock there; unfinished requests are counted, not recorded.
+    max_tokens: the cap every request asks for (at least its output length); None gives
+      each its own output length, which tells a policy reading it the exact length.
     """
     requests = sorted(workload, key=lambda r: r.arrival)
     for r in requests:
@@ -109,8 +112,10 @@ def simulate(
         while next_arrival < len(requests) and requests[next_arrival].arrival <= now:
             r = requests[next_arrival]
             rid = f"r{next_arrival}"
-            # The length is forced (ignore_eos); only the oracle reads true_output_len.
-            sampling = SamplingParams(max_tokens=r.output_len, ignore_eos=True)
+            # Each job ends at its true length (no EOS is sampled); of the policies only the
+            # oracle may read true_output_len.
+            cap = r.output_len if max_tokens is None else max(max_tokens, r.output_len)
+            sampling = SamplingParams(max_tokens=cap, ignore_eos=True)
             job = Job(rid, [0] * r.prompt_len, sampling, r.arrival, true_output_len=r.output_len)
             active[rid] = job
             policy.add(job, now)
@@ -160,7 +165,7 @@ def simulate(
                 job.output_ids.append(0)
                 if job.first_token_time is None:
                     job.first_token_time = now
-                if len(job.output_ids) >= job.sampling.max_tokens:
+                if len(job.output_ids) >= job.true_output_len:  # type: ignore[operator]
                     finished.append(job)
         for rid in previous - current:
             job = active.get(rid)
@@ -169,6 +174,8 @@ def simulate(
         previous = current
         policy.on_served([(e.job, s) for e, s in zip(batch, shares, strict=True)], now)
         for job in finished:
+            capped = len(job.output_ids) >= job.sampling.max_tokens
+            policy.on_finished(job, "length" if capped else "stop")
             policy.remove(job)
             kv.release(job)
             del active[job.request_id]

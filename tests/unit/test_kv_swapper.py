@@ -79,8 +79,10 @@ def test_offload_clobber_upload_is_bit_exact(dtype):
     back.wait()
     assert back.done()
     restored = device.storage[[1, 9, 10, 4]]
-    assert torch.equal(restored.view(torch.int16 if dtype == torch.bfloat16 else torch.int32),
-                       original.view(torch.int16 if dtype == torch.bfloat16 else torch.int32))
+    assert torch.equal(
+        restored.view(torch.int16 if dtype == torch.bfloat16 else torch.int32),
+        original.view(torch.int16 if dtype == torch.bfloat16 else torch.int32),
+    )
     swapper.close()
 
 

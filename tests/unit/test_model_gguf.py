@@ -159,3 +159,13 @@ def test_resolve_model_dir(tmp_path, monkeypatch, converted):
     fake = make_tiny_llama_dir(tmp_path / "cache" / "models" / registry.DEFAULT_MODEL_NAME)
     assert registry.resolve_model_dir(None) == fake
     assert registry.resolve_model_dir(registry.DEFAULT_MODEL_NAME) == fake
+    assert registry.resolve_model_dir("HuggingFaceTB/SmolLM2-135M-Instruct") == fake
+
+
+def test_second_conversion_into_an_existing_dir_keeps_it(converted, tmp_path):
+    _, out = converted
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    gguf_path = out.parent / "tiny.gguf"
+    assert convert_gguf(gguf_path, out) == out  # lost the race: the finished one stays
+    assert (out / "model.safetensors").stat().st_mtime_ns == before
+    assert not list(out.parent.glob(".out.tmp-*"))

@@ -71,10 +71,11 @@ def test_prefill_logits_match_transformers(tmp_path, overrides):
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
 
 
-def test_decode_matches_transformers(tiny_dir):
+@pytest.mark.parametrize("together", [True, False], ids=["split-k", "single-job"])
+def test_decode_matches_transformers(tiny_dir, together):
     prompts = [_prompt(n, seed=n) for n in (3, 17, 40)]
     runner = _runner(tiny_dir)  # 4-token blocks: many split-K partials per job
-    ours = greedy_generate(runner, prompts, max_new_tokens=24)
+    ours = greedy_generate(runner, prompts, max_new_tokens=24, together=together)
     model = _hf(tiny_dir)
     for prompt, got in zip(prompts, ours, strict=True):
         full = prompt + got.tokens

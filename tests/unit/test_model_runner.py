@@ -19,7 +19,9 @@ def test_swap_out_and_back_in_to_other_blocks(tmp_path):
         ModelRunner(path, "float32", "cpu", num_device_blocks=32, block_size=4), [prompt], 10
     )[0].tokens
 
-    runner = ModelRunner(path, "float32", "cpu", num_device_blocks=32, block_size=4, num_host_blocks=16)
+    runner = ModelRunner(
+        path, "float32", "cpu", num_device_blocks=32, block_size=4, num_host_blocks=16
+    )
     table = list(range(10))  # 40 token slots
     tokens = [runner.execute([BatchEntry("a", prompt, 0, table, True, GREEDY)])[0].token_id]
     pos = len(prompt)

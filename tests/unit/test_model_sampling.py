@@ -94,7 +94,11 @@ def test_top_p_keeps_the_smallest_nucleus():
 
 def test_top_k_and_top_p_rows_mixed_with_plain_rows():
     logits = _logits(3, seed=4)
-    reqs = [_req(temperature=1.0, top_k=2), _req(temperature=1.0), _req(temperature=1.0, top_p=0.01)]
+    reqs = [
+        _req(temperature=1.0, top_k=2),
+        _req(temperature=1.0),
+        _req(temperature=1.0, top_p=0.01),
+    ]
     sampler = _sampler()
     for _ in range(50):
         tokens, _ = sampler.sample(logits, reqs)

@@ -1,0 +1,232 @@
+"""`fastserve bench`: replay a workload against a server, or compare scheduling policies.
+
+One run (a server is already up):
+
+    fastserve bench --url http://127.0.0.1:8000 --preset heavy-tailed --rate 1
+
+Policy comparison (starts one `fastserve serve` per policy with the same batch limits and a
+small device KV pool plus a host pool, so preempted jobs are swapped; replays the SAME
+workload at each rate; then simulates the same workload with the cost model):
+
+    fastserve bench --compare-policies fcfs,mlfq,skip-join-mlfq,oracle \
+        --preset heavy-tailed --rates 0.5,1 --server-threads 1
+
+prints one table with real and simulated figures side by side, and writes JSON (--out)
+and a PNG (JCT CDF per policy; mean and p99 JCT against rate when several rates are given).
+Measured on the shared 2-core CPU with SmolLM2-135M (--server-threads 1, --target-load 4,
+60 requests): about 1 minute per policy (server start ~5 s, warm-up, replay, drain); four
+policies took 4 minutes. Profile first (`fastserve profile --threads 1`) so the servers'
+policies and the simulator use this machine's cost model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from fastserve.deploy.bench_report import (
+    compact_runs,
+    comparison_table,
+    real_summary,
+    single_table,
+    write_figure,
+)
+from fastserve.deploy.loadgen import RequestResult, check_local_url, replay
+from fastserve.deploy.loadgen_workload import (
+    add_workload_args,
+    build_workload,
+    describe_line,
+    resolve_workload_args,
+    workload_info,
+)
+from fastserve.deploy.simulate_cmd import (
+    add_engine_args,
+    engine_kwargs,
+    load_cost_model,
+    mean_unloaded_jct,
+    policy_list,
+    resolve_rates,
+    run_rate,
+    run_sim,
+)
+from fastserve.runtime.sim.workload import Request
+
+
+def _token_range(text: str) -> tuple[int, int]:
+    low, _, high = text.partition(":")
+    lo, hi = int(low), int(high)
+    if not 0 <= lo < hi:
+        raise argparse.ArgumentTypeError("--token-range needs LOW:HIGH with 0 <= LOW < HIGH")
+    return lo, hi
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def register(p: argparse.ArgumentParser) -> None:
+    add_workload_args(p)
+    g = p.add_argument_group("client")
+    g.add_argument("--url", default="http://127.0.0.1:8000", help="server (loopback only)")
+    g.add_argument("--model-name", default=None, help="`model` field (default: /v1/models)")
+    g.add_argument(
+        "--token-range",
+        type=_token_range,
+        default=(100, 10_000),
+        help="prompt token ids are drawn from LOW:HIGH (must be inside the vocabulary)",
+    )
+    g.add_argument("--repeat-token", action="store_true", help="prompts repeat the LOW id")
+    g.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request")
+    g.add_argument("--max-concurrency", type=int, default=512, help="open connections at most")
+    g.add_argument("--warmup", type=int, default=2, help="requests sent before measuring")
+    g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--out", default="bench_results/bench.json")
+    g.add_argument("--figure", default=None, help="PNG path (default: beside --out)")
+    c = p.add_argument_group("policy comparison (starts its own servers)")
+    c.add_argument("--compare-policies", default=None, help="e.g. fcfs,skip-join-mlfq,oracle")
+    c.add_argument("--rates", type=_floats, default=None, help="req/s, comma-separated")
+    c.add_argument("--server-threads", type=int, default=0, help="OMP_NUM_THREADS of servers")
+    c.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="extra `fastserve serve` flag, repeatable (e.g. --server-arg=--swap-watermark=0.2)",
+    )
+    c.add_argument("--no-sim", action="store_true", help="skip the simulation")
+    c.add_argument("--ready-timeout", type=float, default=300.0, help="server start-up limit")
+    add_engine_args(p)
+    p.set_defaults(func=run)
+
+
+def _replay(
+    args: argparse.Namespace, url: str, wl: list[Request], seed: int, desc: str
+) -> dict[str, Any]:
+    results, counters, elapsed = asyncio.run(
+        replay(
+            url,
+            wl,
+            model=args.model_name,
+            token_range=args.token_range,
+            repeat_token=args.repeat_token,
+            seed=seed,
+            request_timeout=args.request_timeout,
+            max_concurrency=args.max_concurrency,
+            warmup=args.warmup,
+            progress=not args.no_progress,
+            desc=desc,
+        )
+    )
+    summary = real_summary(results, counters, elapsed)
+    summary["requests"] = [r.to_dict() for r in results]
+    _warn_failures(results, desc)
+    return summary
+
+
+def _warn_failures(results: list[RequestResult], desc: str) -> None:
+    bad = [r for r in results if not r.ok]
+    if bad:
+        print(f"{desc}: {len(bad)} of {len(results)} requests failed, e.g. {bad[0].error}")
+
+
+def _write_json(path: str, report: dict[str, Any]) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    return out
+
+
+def run_single(args: argparse.Namespace) -> int:
+    url = check_local_url(args.url)
+    w = resolve_workload_args(args)
+    wl = build_workload(w)
+    print(f"workload: {describe_line(wl)}")
+    summary = _replay(args, url, wl, w["seed"], "bench")
+    print(single_table(summary))
+    report = {"command": "bench", "url": url, "workload": workload_info(w, wl), "summary": summary}
+    print(f"wrote {_write_json(args.out, report)}")
+    if args.figure:
+        run = {"policy": "server", "rate": run_rate(w["rate"], wl), "real": summary}
+        print(f"wrote {write_figure(args.figure, [run], describe_line(wl))}")
+    return 0 if summary["num_failed"] == 0 else 1
+
+
+def server_args(args: argparse.Namespace) -> list[str]:
+    """`fastserve serve` flags every compared server shares."""
+    out = [
+        "--max-batch-jobs", str(args.max_batch_jobs),
+        "--max-batch-tokens", str(args.max_batch_tokens),
+        "--block-size", str(args.block_size),
+        "--num-device-blocks", str(args.num_device_blocks),
+        "--num-host-blocks", str(args.num_host_blocks),
+        "--dtype", args.dtype,
+        "--device", args.device,
+        "--ready-timeout", str(args.ready_timeout),
+    ]  # fmt: skip
+    if args.model:
+        out += ["--model", args.model]
+    return out + list(args.server_arg)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from fastserve.deploy.bench_server import running_server
+
+    started = time.perf_counter()
+    w = resolve_workload_args(args)
+    policies = policy_list(args.compare_policies)
+    cost, source = load_cost_model(args)
+    kw = engine_kwargs(args)
+    print(f"cost model (simulation): {source}")
+    rates, notes = resolve_rates(args, w, cost, kw)
+    # Keyed by the rate each run is reported at (the realised one if none was asked for).
+    workloads: dict[float, list[Request]] = {}
+    for rate in rates:
+        wl = build_workload(w, rate=rate)
+        workloads[run_rate(rate, wl)] = wl
+        print(f"workload: {describe_line(wl)}")
+    out_dir = Path(args.out).parent
+    runs: list[dict[str, Any]] = []
+    for policy in policies:
+        log = out_dir / "logs" / f"serve-{policy}.log"
+        ready = time.perf_counter()
+        with running_server(
+            policy, server_args(args), log, threads=args.server_threads,
+            ready_timeout=args.ready_timeout,
+        ) as url:  # fmt: skip
+            print(f"{policy}: server ready in {time.perf_counter() - ready:.0f} s")
+            for rate, wl in workloads.items():
+                real = _replay(args, url, wl, w["seed"], f"{policy} @ {rate:.3g}/s")
+                runs.append({"policy": policy, "rate": rate, "real": real})
+    if not args.no_sim:
+        for run in runs:
+            wl = workloads[run["rate"]]
+            run["sim"] = run_sim(wl, run["policy"], cost, kw)
+            run["sim"]["unloaded_jct_mean"] = mean_unloaded_jct(wl, cost, kw["max_batch_tokens"])
+    table = comparison_table(runs)
+    print(table)
+    report = {
+        "command": "bench --compare-policies",
+        "workload": w,
+        "workloads": {str(k): workload_info(w, v) for k, v in workloads.items()},
+        "engine": kw,
+        "server_args": server_args(args),
+        "server_threads": args.server_threads,
+        "cost_model": {"source": source, **json.loads(cost.to_json())},
+        "notes": notes,
+        "table": table,
+        "elapsed_s": time.perf_counter() - started,
+        "runs": runs,
+    }
+    out = _write_json(args.out, report)
+    _write_json(str(out.with_suffix(".summary.json")), {**report, "runs": compact_runs(runs)})
+    figure = args.figure or str(out.with_suffix(".png"))
+    title = f"{len(policies)} policies; {describe_line(next(iter(workloads.values())))}"
+    print(f"wrote {out}, {write_figure(figure, runs, title)} ({report['elapsed_s']:.0f} s)")
+    return 0 if all(run["real"]["num_failed"] == 0 for run in runs) else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_compare(args) if args.compare_policies else run_single(args)

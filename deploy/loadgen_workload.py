@@ -1,0 +1,199 @@
+"""Workload options shared by `fastserve bench` and `fastserve simulate`.
+
+A workload is arrivals x prompt lengths x output lengths (`runtime.sim.workload.Request`):
+- arrivals: the Azure conversation trace (rate-scaled) or a Poisson process;
+- prompt and output lengths: from the same trace rows (scaled and capped) or sampled from a
+  distribution with a given mean and coefficient of variation (CV).
+
+Presets fill every option the command line leaves unset, so that `--preset azure` is the
+trace as it is and `--preset heavy-tailed` the issue's heavy-tailed workload; defaults are
+sized for SmolLM2-135M on a 2-core CPU (see `PRESETS`). Lengths and arrivals use separate
+random streams, so a workload at another rate has the same lengths.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastserve.runtime.sim.workload import (
+    Request,
+    bimodal_lengths,
+    describe,
+    lognormal_lengths,
+    make_requests,
+    pareto_lengths,
+    poisson_arrivals,
+    read_azure_trace,
+    scale_lengths,
+    uniform_lengths,
+)
+
+# The repository root is the package directory; the shared traces sit beside it.
+DEFAULT_TRACE = str(
+    Path(__file__).resolve().parents[1].parent / "shared/traces/azure_conv_2023.csv"
+)
+DISTRIBUTIONS = ("trace", "lognormal", "pareto", "bimodal", "uniform", "fixed")
+MAX_REQUESTS = 100_000  # a hard bound on any workload's size
+
+# Every workload option with its base default (used where neither the command line nor a
+# preset sets it). Scales shrink the trace (mean prompt 1155, output 211 tokens) to what a
+# 135M model on two CPU cores serves in a couple of minutes.
+BASE: dict[str, Any] = {
+    "num_requests": 150,
+    "start": 0,
+    "arrivals": "trace",
+    "rate": None,  # req/s: Poisson rate, or the trace rescaled to this mean rate
+    "rate_scale": 0.3,  # trace arrivals: inter-arrival times divided by this
+    "prompt_lengths": "trace",
+    "prompt_scale": 0.05,
+    "mean_prompt": 64.0,
+    "prompt_cv": 1.0,
+    "max_prompt": 256,
+    "lengths": "trace",  # output lengths
+    "output_scale": 0.15,
+    "mean_output": 32.0,
+    "cv": 3.0,
+    "max_output": 256,
+    "p_long": 0.1,  # bimodal: share of the long mode
+    "bimodal_ratio": 20.0,  # bimodal: long mode / short mode
+    "seed": 0,
+}
+PRESETS: dict[str, dict[str, Any]] = {
+    # Issue target 1: Azure arrivals, lognormal outputs with CV 3 (capped).
+    "heavy-tailed": {"lengths": "lognormal"},
+    # Issue target 2: the trace as it is, lengths scaled (low variance: CV ~0.8).
+    "azure": {},
+    # Skip-join against plain MLFQ: 10% of prompts ~20x longer, heavy-tailed outputs.
+    "long-prompts": {
+        "prompt_lengths": "bimodal",
+        "mean_prompt": 100.0,
+        "max_prompt": 1024,
+        "lengths": "lognormal",
+    },
+}
+
+
+def add_workload_args(p: argparse.ArgumentParser, num_requests: int | None = None) -> None:
+    """Workload flags; every default is None so presets can fill what is left unset."""
+    g = p.add_argument_group("workload")
+    g.add_argument("--preset", choices=sorted(PRESETS), default=None, help="base settings")
+    g.add_argument("--trace", default=DEFAULT_TRACE, help="Azure LLM trace CSV")
+    g.add_argument(
+        "--num-requests", type=int, help=f"default {num_requests or BASE['num_requests']}"
+    )
+    g.add_argument("--start", type=int, help="first trace row used")
+    g.add_argument("--arrivals", choices=["trace", "poisson"])
+    g.add_argument("--rate", type=float, help="req/s: Poisson rate, or trace rescaled to it")
+    g.add_argument("--rate-scale", type=float, help="trace arrivals: rate multiplier")
+    g.add_argument("--prompt-lengths", choices=DISTRIBUTIONS)
+    g.add_argument("--prompt-scale", type=float, help="trace prompt lengths x this")
+    g.add_argument("--mean-prompt", type=float)
+    g.add_argument("--prompt-cv", type=float)
+    g.add_argument("--max-prompt", type=int)
+    g.add_argument("--lengths", choices=DISTRIBUTIONS, help="output lengths")
+    g.add_argument("--output-scale", type=float, help="trace output lengths x this")
+    g.add_argument("--mean-output", type=float)
+    g.add_argument("--cv", type=float, help="output length CV (before the cap)")
+    g.add_argument("--max-output", type=int)
+    g.add_argument("--p-long", type=float, help="bimodal: share of the long mode")
+    g.add_argument("--bimodal-ratio", type=float, help="bimodal: long / short mode")
+    g.add_argument("--seed", type=int)
+    p.set_defaults(_default_num_requests=num_requests)
+
+
+def resolve_workload_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The effective settings: command line, else the preset, else BASE."""
+    preset = PRESETS.get(args.preset or "", {})
+    out: dict[str, Any] = {"preset": args.preset, "trace": args.trace}
+    for key, base in BASE.items():
+        value = getattr(args, key, None)
+        if value is None:
+            value = preset.get(key, base)
+            if key == "num_requests" and key not in preset and args._default_num_requests:
+                value = args._default_num_requests
+        out[key] = value
+    if not 1 <= out["num_requests"] <= MAX_REQUESTS:
+        raise SystemExit(f"--num-requests must be in 1..{MAX_REQUESTS}")
+    return out
+
+
+def _sample(
+    kind: str,
+    n: int,
+    mean: float,
+    cv: float,
+    trace_values: np.ndarray,
+    scale: float,
+    cap: int,
+    w: dict[str, Any],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """n lengths of one distribution, capped to [1, cap]; `scale` applies to trace values."""
+    if kind == "trace":
+        return scale_lengths(trace_values, scale, cap)
+    if kind == "lognormal":
+        return lognormal_lengths(n, mean, cv, rng, max_len=cap)
+    if kind == "pareto":
+        return pareto_lengths(n, mean, cv, rng, max_len=cap)
+    if kind == "bimodal":
+        # Modes chosen so the (pre-cap) mean is `mean`: short (1-p) + ratio short p = mean.
+        p, ratio = w["p_long"], w["bimodal_ratio"]
+        short = mean / (1 - p + p * ratio)
+        return bimodal_lengths(n, short, short * ratio, p, rng, max_len=cap)
+    if kind == "uniform":
+        return np.minimum(uniform_lengths(n, 1, max(1, round(2 * mean - 1)), rng), cap)
+    if kind == "fixed":
+        return np.full(n, min(cap, max(1, round(mean))), dtype=int)
+    raise ValueError(f"unknown length distribution {kind!r}")
+
+
+def build_workload(w: dict[str, Any], rate: float | None = None) -> list[Request]:
+    """The requests of resolved settings `w`; `rate` (req/s) overrides w['rate']."""
+    n, start = w["num_requests"], w["start"]
+    rate = rate if rate is not None else w["rate"]
+    needs_trace = w["arrivals"] == "trace" or "trace" in (w["prompt_lengths"], w["lengths"])
+    t = p = o = np.zeros(0)
+    if needs_trace:
+        t, p, o = (x[start : start + n] for x in read_azure_trace(w["trace"]))
+        if len(t) < n:
+            raise SystemExit(f"the trace has {len(t)} requests from row {start}; asked for {n}")
+    lengths_rng = np.random.default_rng([w["seed"], 1])
+    prompts = _sample(
+        w["prompt_lengths"], n, w["mean_prompt"], w["prompt_cv"], p, w["prompt_scale"],
+        w["max_prompt"], w, lengths_rng,
+    )  # fmt: skip
+    outputs = _sample(
+        w["lengths"], n, w["mean_output"], w["cv"], o, w["output_scale"], w["max_output"], w,
+        lengths_rng,
+    )  # fmt: skip
+    if w["arrivals"] == "poisson":
+        if not rate:
+            raise SystemExit("Poisson arrivals need --rate")
+        arrivals = poisson_arrivals(n, rate, np.random.default_rng([w["seed"], 2]))
+    else:
+        arrivals = t - t[0]
+        if rate:  # rescale the trace's arrival pattern to this mean rate
+            span = arrivals[-1] if n > 1 else 0.0
+            arrivals = arrivals * ((n - 1) / rate / span) if span > 0 else arrivals
+        else:
+            arrivals = arrivals / w["rate_scale"]
+    return make_requests(arrivals, prompts, outputs)
+
+
+def workload_info(w: dict[str, Any], requests: list[Request]) -> dict[str, Any]:
+    """Settings plus realised statistics (caps lower the realised mean and CV)."""
+    return {**w, "realised": describe(requests)}
+
+
+def describe_line(requests: list[Request]) -> str:
+    d = describe(requests)
+    return (
+        f"{d['num_requests']} requests at {d['rate_per_s']:.3g} req/s; prompt mean "
+        f"{d['prompt_len_mean']:.0f} (CV {d['prompt_len_cv']:.2f}, max {d['prompt_len_max']:.0f}),"
+        f" output mean {d['output_len_mean']:.0f} (CV {d['output_len_cv']:.2f}, max "
+        f"{d['output_len_max']:.0f})"
+    )

@@ -1,0 +1,277 @@
+"""Gittins-index scheduling over a learned output-length distribution, in MLFQ shape.
+
+Skip-join MLFQ is least-attained-service: right for heavy-tailed lengths, wrong for nearly
+uniform ones (jobs progress in lockstep and all finish late). The Gittins index is the
+optimal size-blind rank for mean response time in the single-server queue: FCFS-like where
+lengths are uniform, LAS-like where they are heavy tailed, better than both in between
+(research/gittins.md). It needs only the length distribution, learned here online.
+
+- Learning (length_dist): a sliding window of ended requests per class; capped, aborted
+  and in-flight requests are censored observations (Kaplan-Meier). The tables are rebuilt
+  every `rebuild_every` ended requests or `rebuild_interval` seconds (if any ended).
+- Tables (gittins_table): index by tokens generated, one per `max_tokens` cap (the cap
+  ends the distribution), O(M) hull each, built lazily and cached until the next rebuild.
+- Service: tokens generated. Before its first token a job's index charges its remaining
+  prefill, in decode-step units from the cost model (skip-join's start level, generalised).
+  The unit is one job's share of a decode step at the largest batch seen (or `unit_batch`):
+  a prefill stalls the whole batch, so its cost is counted in the batch's token slots.
+- Order: levels (0 = highest index) that rise and fall with tokens generated; inside a
+  level, jobs that ran in the previous iteration first (hysteresis: a running job is only
+  preempted by a job at least one level higher), then arrival order (FCFS).
+- Starvation: a job unserved for `starvation_threshold` seconds is boosted to level 0 for
+  `boost_tokens` tokens, then returns to its index level.
+- Until `min_completions` requests have finished it is skip-join MLFQ (logged).
+
+Aborts: `remove` cannot tell an abort from a finish, so the core should call
+`on_finished(job, reason)` right before `remove(job)`; without it the reason is inferred
+from the job (its last token, its cap).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from fastserve.runtime.logging import get_logger
+from fastserve.runtime.sched.cost_model import CostModel
+from fastserve.runtime.sched.gittins_model import POOLED, GittinsModel
+from fastserve.runtime.sched.job import Job
+from fastserve.runtime.sched.mlfq import DEFAULT_STARVATION_QUANTA, PlainMLFQ, SkipJoinMLFQ
+from fastserve.runtime.sched.policy import SchedulingPolicy
+
+
+def max_tokens_class(job: Job) -> str:
+    """Bucket by max_tokens, in powers of two (e.g. 'le256')."""
+    return f"le{1 << max(0, math.ceil(math.log2(max(1, job.sampling.max_tokens))))}"
+
+
+_CLASSIFIERS: dict[str, Callable[[Job], Hashable]] = {"max_tokens": max_tokens_class}
+
+
+@dataclass
+class _Entry:
+    job: Job
+    seq: int  # arrival order
+    cls: Hashable
+    boost_until: int | None = None  # boosted to level 0 until this many tokens
+    observed: bool = False  # its end already entered the windows
+    key: tuple[Any, ...] = ()  # inputs of the cached level
+    level: int = 0
+
+
+class GittinsPolicy(SchedulingPolicy):
+    """Quantised Gittins index on a learned, censoring-aware length distribution."""
+
+    name: ClassVar[str] = "gittins"
+
+    def __init__(
+        self,
+        cost_model: CostModel | None = None,
+        *,
+        num_levels: int = 12,
+        window: int = 1000,
+        min_completions: int = 100,
+        rebuild_every: int = 100,
+        rebuild_interval: float = 60.0,
+        max_output_len: int = 4096,
+        max_bins: int = 4096,
+        starvation_threshold: float | None = None,
+        boost_tokens: int = 32,
+        max_boosted: int | None = None,
+        unit_batch: int | None = None,
+        class_by: str | Callable[[Job], Hashable] | None = None,
+        max_cap_tables: int = 64,
+        mlfq_options: dict[str, Any] | None = None,
+    ) -> None:
+        """See the module doc. `class_by`: None (one class), "max_tokens", or a function
+        job -> class. `max_boosted`: most jobs boosted at once (None: no limit).
+        `mlfq_options` go to the skip-join MLFQ used before enough requests finished."""
+        if not 2 <= num_levels <= 64 or min_completions < 1 or rebuild_every < 1:
+            raise ValueError("need 2 <= num_levels <= 64, min_completions, rebuild_every >= 1")
+        self.cost_model = cost_model
+        self.min_completions = min_completions
+        self.rebuild_every = rebuild_every
+        self.rebuild_interval = rebuild_interval
+        step = cost_model.estimate_decode(1) if cost_model is not None else 0.01
+        if starvation_threshold is None:
+            starvation_threshold = DEFAULT_STARVATION_QUANTA * step
+        self.starvation_threshold = starvation_threshold
+        self.check_interval = starvation_threshold / 10
+        self.boost_tokens = boost_tokens
+        self.max_boosted = max_boosted
+        self.unit_batch = unit_batch
+        self._class_of = _CLASSIFIERS[class_by] if isinstance(class_by, str) else class_by
+        self.log = get_logger(component="gittins")
+        self.model = GittinsModel(
+            num_levels=num_levels,
+            window=window,
+            min_completions=min_completions,
+            max_output_len=max_output_len,
+            max_bins=max_bins,
+            max_cap_tables=max_cap_tables,
+            log=self.log,
+        )
+        mlfq_cls = SkipJoinMLFQ if cost_model is not None else PlainMLFQ
+        opts = {"starvation_threshold": starvation_threshold, **(mlfq_options or {})}
+        self._mlfq: SkipJoinMLFQ | None = mlfq_cls(cost_model, **opts)  # None once learned
+        self._jobs: dict[str, _Entry] = {}
+        self._running: set[str] = set()
+        self._seq = 0
+        self._max_batch = 1
+        self._ended_since_rebuild = 0
+        self._last_rebuild = -math.inf
+        self._next_check = -math.inf
+        self.num_rebuilds = 0
+        self.num_promotions = 0
+        self.log.info("gittins_fallback_mlfq", policy=mlfq_cls.name, needed=min_completions)
+
+    # -- interface ------------------------------------------------------------------------
+
+    @property
+    def learning(self) -> bool:
+        """True while it still behaves as skip-join MLFQ."""
+        return self._mlfq is not None
+
+    def add(self, job: Job, now: float) -> None:
+        if job.total_service == 0.0:
+            job.last_served = job.arrival  # waiting time counts from arrival
+        self._seq += 1
+        cls = self._class_of(job) if self._class_of is not None else POOLED
+        self.model.add_class(cls)
+        self._jobs[job.request_id] = _Entry(job, self._seq, cls)
+        if self._mlfq is not None:
+            self._mlfq.add(job, now)
+
+    def on_finished(self, job: Job, reason: str) -> None:
+        entry = self._jobs.get(job.request_id)
+        if entry is not None and not entry.observed:
+            self._observe(entry, reason)
+
+    def remove(self, job: Job) -> None:
+        entry = self._jobs.pop(job.request_id, None)
+        if entry is None:
+            return
+        self._running.discard(job.request_id)
+        if self._mlfq is not None:
+            self._mlfq.remove(job)
+        if not entry.observed:
+            self._observe(entry, _infer_reason(job))
+
+    def priority_order(self, now: float) -> list[Job]:
+        self._maybe_rebuild(now)
+        if self._mlfq is not None:
+            return self._mlfq.priority_order(now)
+        if now >= self._next_check:
+            self._boost_starved(now)
+            self._next_check = now + self.check_interval
+        running = self._running
+        entries = sorted(
+            self._jobs.values(),
+            key=lambda e: (self._level(e), e.job.request_id not in running, e.seq),
+        )
+        return [e.job for e in entries]
+
+    def on_served(self, served: list[tuple[Job, float]], now: float) -> None:
+        if self._mlfq is not None:
+            self._mlfq.on_served(served, now)  # also does the base bookkeeping
+        else:
+            super().on_served(served, now)
+        self._running = {job.request_id for job, _ in served}
+        self._max_batch = max(self._max_batch, len(served))
+
+    # -- levels ---------------------------------------------------------------------------
+
+    def index(self, job: Job) -> float:
+        """The job's current Gittins index (needs a table: not while learning)."""
+        entry = self._jobs[job.request_id]
+        table = self.model.table(entry.cls, job.sampling.max_tokens)
+        tokens = len(job.output_ids)
+        if tokens == 0:
+            return table.before_prefill(self.prefill_units(job))
+        return table.at(tokens)
+
+    def prefill_units(self, job: Job) -> float:
+        """The job's remaining prefill in decode-step units (see the module doc)."""
+        if self.cost_model is None:
+            return 1.0
+        left = max(0, len(job.prompt_ids) - job.num_computed)
+        batch = self.unit_batch or self._max_batch
+        unit = self.cost_model.estimate_decode(batch) / batch
+        return self.cost_model.estimate_prefill(left) / unit if unit > 0 else 1.0
+
+    def _level(self, entry: _Entry) -> int:
+        job = entry.job
+        tokens = len(job.output_ids)
+        if entry.boost_until is not None:
+            if tokens < entry.boost_until:
+                job.level = 0
+                return 0
+            entry.boost_until = None
+        # The level changes only with tokens, prefill progress, the unit or a rebuild.
+        key = (self.model.version, tokens, job.num_computed if tokens == 0 else 0, self._max_batch)
+        if key != entry.key:
+            entry.level = self.model.level(self.index(job))
+            entry.key = key
+        job.level = entry.level
+        return entry.level
+
+    def _boost_starved(self, now: float) -> None:
+        limit = now - self.starvation_threshold
+        boosted = sum(1 for e in self._jobs.values() if e.boost_until is not None)
+        starved = [
+            e for e in self._jobs.values() if e.boost_until is None and e.job.last_served <= limit
+        ]
+        starved.sort(key=lambda e: (e.job.last_served, e.seq))  # longest wait first
+        if self.max_boosted is not None:
+            starved = starved[: max(0, self.max_boosted - boosted)]
+        for entry in starved:
+            entry.boost_until = len(entry.job.output_ids) + self.boost_tokens
+            self.num_promotions += 1
+
+    # -- learning -------------------------------------------------------------------------
+
+    def _observe(self, entry: _Entry, reason: str) -> None:
+        entry.observed = True
+        self.model.observe_end(entry.cls, len(entry.job.output_ids), reason)
+        self._ended_since_rebuild += 1
+
+    def _maybe_rebuild(self, now: float) -> None:
+        if self._ended_since_rebuild == 0:
+            return
+        if not self.model.ready:
+            if self.model.pooled_finished < self.min_completions:
+                return
+            trigger = "enough_finished"
+        elif self._ended_since_rebuild >= self.rebuild_every:
+            trigger = "completions"
+        elif now - self._last_rebuild >= self.rebuild_interval:
+            trigger = "interval"
+        else:
+            return
+        self.rebuild(now, trigger)
+
+    def rebuild(self, now: float, trigger: str = "manual") -> None:
+        """Re-learn the distributions now; in-flight jobs count as censored observations."""
+        self._ended_since_rebuild = 0
+        in_flight = [(e.cls, len(e.job.output_ids)) for e in self._jobs.values()]
+        if not self.model.rebuild(in_flight, trigger):
+            return
+        self._last_rebuild = now
+        self.num_rebuilds += 1
+        if self._mlfq is not None:
+            self._mlfq = None
+            self.log.info("gittins_active", finished=self.model.pooled_finished)
+
+
+def _infer_reason(job: Job) -> str:
+    """Why a job ended, when `on_finished` did not say: cap, stop token, or abort."""
+    params, out = job.sampling, job.output_ids
+    if len(out) >= params.max_tokens:
+        return "length"
+    if out and len(out) >= params.min_tokens:
+        last = out[-1]
+        if (not params.ignore_eos and last in job.eos_token_ids) or last in params.stop_token_ids:
+            return "stop"
+    return job.pending_finish or "abort"
