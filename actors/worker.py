@@ -60,7 +60,12 @@ class _Copy:
 
 
 class WorkerActor(Actor):
-    """One process per device. Only the sampling rank reports tokens."""
+    """One process per device. Only the sampling rank reports tokens; every rank acks its
+    own copies (the scheduler waits for all of them).
+
+    With fail_fast (a worker in a tp/pp group) a failed forward ends the process: its peers
+    may be stuck in a collective with it or already broken, so the group cannot go on; the
+    supervisor sees the exit and takes the server down, and peers fail their own waits."""
 
     name = "worker"
 
@@ -71,12 +76,14 @@ class WorkerActor(Actor):
         runner: Runner,
         rank: int = 0,
         reports_tokens: bool = True,
+        fail_fast: bool = False,
     ) -> None:
         super().__init__(inbox)
         self.to_scheduler = to_scheduler
         self.runner = runner
         self.rank = rank
         self.reports_tokens = reports_tokens
+        self.fail_fast = fail_fast
         self.table = WorkerJobTable()
         self._ticks: deque[TickPlan] = deque()
         self._copies: list[_Copy] = []
@@ -121,6 +128,8 @@ class WorkerActor(Actor):
         except Exception as exc:  # a failed forward fails its jobs, not the worker
             self.log.exception("tick_failed", tick=plan.tick)
             await self._fail(plan, exc)
+            if self.fail_fast:
+                raise RuntimeError(f"worker {self.rank}: tick {plan.tick} failed: {exc}") from exc
             return
         elapsed = time.perf_counter() - start
         if self.reports_tokens:

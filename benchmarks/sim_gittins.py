@@ -10,11 +10,12 @@ Workloads (`--seeds` repeats each with another seed / another slice of the trace
   heavy-tailed  lognormal outputs, CV 3 before the 2000-token cap (CV >= 2 after);
   switch        first half uniform outputs (50..150), second half heavy-tailed as above.
 Synthetic workloads take the trace's arrival pattern, rate-scaled until FCFS mean JCT is
-`--load` x its unloaded mean (as sim_policies.py does); prompts are lognormal (150, CV 1).
+each of `--loads` x its unloaded mean (sim_policies.py uses 4.5, which keeps the engine
+~99% busy); prompts are lognormal (150, CV 1).
 
 Prints one table (metrics averaged over seeds, ratios of the averages) with the issue's
 targets, writes JSON, and plots the rolling mean JCT of each policy on the switch workload.
-Run: .venv/bin/python benchmarks/sim_gittins.py [--n 2000] [--seeds 0,1,2]
+Run: .venv/bin/python benchmarks/sim_gittins.py [--n 2000] [--seeds 0,1,2] [--loads 4.5,3]
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ import structlog
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sim_policies import DEFAULT_TRACE, ENGINES, calibrate_rate  # noqa: E402
 
+from fastserve.runtime.sched.gittins import GittinsPolicy  # noqa: E402
+from fastserve.runtime.sched.gittins_model import POOLED  # noqa: E402
+from fastserve.runtime.sched.length_dist import LengthWindow  # noqa: E402
+from fastserve.runtime.sched.policy import SchedulingPolicy  # noqa: E402
 from fastserve.runtime.sched.registry import make_policy  # noqa: E402
 from fastserve.runtime.sim.metrics import RequestRecord  # noqa: E402
 from fastserve.runtime.sim.simulator import simulate  # noqa: E402
@@ -78,11 +83,35 @@ def build(name: str, n: int, seed: int, load: float, trace: str) -> tuple[list[R
     return make_requests(trace_arrivals(trace, n, rate), prompts, outputs), rate
 
 
+class PhaseKnownGittins(GittinsPolicy):
+    """Gittins handed each phase's true length distribution the moment the phase starts:
+    what instant learning could buy on the switch workload (a diagnostic, not deployable)."""
+
+    def __init__(self, phases: list[tuple[float, list[int]]]) -> None:
+        super().__init__(ENGINE.cost, min_completions=1, rebuild_interval=float("inf"))
+        self.phases = phases  # (start time, true output lengths of the phase)
+        self.phase = -1
+
+    def priority_order(self, now: float) -> list[Any]:
+        while self.phase + 1 < len(self.phases) and now >= self.phases[self.phase + 1][0]:
+            self.phase += 1
+            lengths = self.phases[self.phase][1]
+            window = LengthWindow(len(lengths), self.model.max_output_len)
+            for n in lengths:
+                window.observe(n, censored=False)
+            self.model.classes[POOLED].window = window
+            self.rebuild(now, "phase")
+        return super().priority_order(now)
+
+    def _observe(self, entry: Any, reason: str) -> None:
+        pass  # it learns nothing itself
+
+
 def run(
-    wl: list[Request], policy: str, options: dict[str, Any]
+    wl: list[Request], policy: str | SchedulingPolicy, options: dict[str, Any]
 ) -> tuple[dict[str, Any], list[RequestRecord]]:
     t0 = time.perf_counter()
-    pol = make_policy(policy, ENGINE.cost, **options)
+    pol = make_policy(policy, ENGINE.cost, **options) if isinstance(policy, str) else policy
     res = simulate(wl, pol, ENGINE.cost, max_tokens=MAX_TOKENS, **ENGINE.sim_kwargs())
     out = {**res.summary, "sim_seconds": time.perf_counter() - t0, **res.extra}
     for counter in ("num_rebuilds",):
@@ -146,7 +175,7 @@ def plot_switch(records: dict[str, list[RequestRecord]], switch_at: float, path:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for policy, recs in records.items():
         x, y = rolling(recs, 200)
-        ax.plot(x, y, label=policy, lw=1.3)
+        ax.plot(x, y, label=policy, lw=1.3, ls=":" if policy == "gittins-known" else "-")
     ax.axvline(switch_at, color="k", ls="--", lw=1)
     ax.text(switch_at, ax.get_ylim()[1] * 0.95, " uniform -> heavy-tailed", va="top")
     ax.set_xlabel("finish time (s)")
@@ -163,7 +192,7 @@ def main() -> None:
     ap.add_argument("--trace", default=DEFAULT_TRACE, help="Azure conversation trace CSV")
     ap.add_argument("--n", type=int, default=2000, help="requests per workload and seed")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--load", type=float, default=4.5, help="FCFS mean JCT / unloaded mean")
+    ap.add_argument("--loads", default="4.5,3", help="FCFS mean JCT / unloaded mean, a list")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--out", default="sim_gittins.json", help="JSON results path")
     ap.add_argument("--plot", default="sim_gittins_switch.png", help="switch workload plot")
@@ -175,66 +204,84 @@ def main() -> None:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
     seeds = [int(s) for s in args.seeds.split(",")]
-    report: dict[str, Any] = {"args": vars(args), "engine": "cpu-small", "workloads": {}}
-    table: list[tuple[str, dict[str, dict[str, float]], list[tuple[str, float, bool]]]] = []
+    loads = [float(x) for x in args.loads.split(",")]
+    report: dict[str, Any] = {"args": vars(args), "engine": "cpu-small", "runs": []}
+    plotted = False
     for name in args.workloads.split(","):
-        per_seed: list[dict[str, Any]] = []
-        for seed in seeds:
-            wl, rate = build(name, args.n, seed, args.load, args.trace)
-            results, records = {}, {}
-            for policy in POLICIES:
-                opts = gittins_options if policy == "gittins" else {}
-                results[policy], records[policy] = run(wl, policy, opts)
-            entry: dict[str, Any] = {"seed": seed, "rate_scale": rate, **describe(wl)}
-            entry["results"] = results
-            if name == "switch":
-                switch_at = wl[args.n // 2].arrival
-                entry["switch_at"] = switch_at
-                entry["after_switch"] = phase_table(records, switch_at, 250)
-                if seed == seeds[0]:
-                    plot_switch(records, switch_at, args.plot)
-            per_seed.append(entry)
-        mean = {
-            p: {m: float(np.mean([e["results"][p][m] for e in per_seed])) for m in METRICS}
-            for p in POLICIES
-        }
-        checks = targets(name, mean)
-        table.append((name, mean, checks))
-        report["workloads"][name] = {"per_seed": per_seed, "mean": mean, "targets": checks}
-        print_block(name, mean, checks, per_seed)
+        for load in loads if name != "azure" else [0.0]:  # the trace keeps its own rate
+            per_seed: list[dict[str, Any]] = []
+            for seed in seeds:
+                wl, rate = build(name, args.n, seed, load, args.trace)
+                results, records = {}, {}
+                for policy in POLICIES:
+                    opts = gittins_options if policy == "gittins" else {}
+                    results[policy], records[policy] = run(wl, policy, opts)
+                entry: dict[str, Any] = {"seed": seed, "rate_scale": rate, **describe(wl)}
+                entry["results"] = results
+                if name == "switch":
+                    switch_at = wl[args.n // 2].arrival
+                    half = args.n // 2
+                    known = PhaseKnownGittins(
+                        [
+                            (0.0, [r.output_len for r in wl[:half]]),
+                            (switch_at, [r.output_len for r in wl[half:]]),
+                        ]
+                    )
+                    results["gittins-known"], records["gittins-known"] = run(wl, known, {})
+                    entry["switch_at"] = switch_at
+                    entry["after_switch"] = phase_table(records, switch_at, 250)
+                    if not plotted:
+                        plot_switch(records, switch_at, args.plot)
+                        plotted = True
+                per_seed.append(entry)
+            mean = {
+                p: {m: float(np.mean([e["results"][p][m] for e in per_seed])) for m in METRICS}
+                for p in per_seed[0]["results"]
+            }
+            label = name if name == "azure" else f"{name}@{load:g}"
+            cv = float(np.mean([e["output_len_cv"] for e in per_seed]))
+            run_report = {"workload": name, "load": load, "label": label, "output_cv": cv}
+            run_report.update(per_seed=per_seed, mean=mean, targets=targets(name, mean))
+            report["runs"].append(run_report)
+    print_report(report["runs"], len(seeds))
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)
     print(f"\nwrote {args.out} and {args.plot}")
 
 
-def print_block(
-    name: str,
-    mean: dict[str, dict[str, float]],
-    checks: list[tuple[str, float, bool]],
-    per_seed: list[dict[str, Any]],
-) -> None:
-    f, s, o = mean["fcfs"], mean["skip-join-mlfq"], mean["oracle"]
-    out_cv = np.mean([e["output_len_cv"] for e in per_seed])
-    out_mean = np.mean([e["output_len_mean"] for e in per_seed])
-    print(f"\n[{name}] seeds={len(per_seed)} output mean={out_mean:.0f} CV={out_cv:.2f}")
+def print_report(runs: list[dict[str, Any]], num_seeds: int) -> None:
+    """One table (means over seeds; ratios of the means), then targets and the switch."""
+    print(f"\ncpu-small engine, {num_seeds} seed(s); F = FCFS, S = skip-join MLFQ, O = oracle")
     print(
-        f"{'policy':15s} {'mean JCT':>9s} {'p99 JCT':>9s} {'norm lat':>9s} "
-        f"{'JCT/F':>6s} {'p99/F':>6s} {'JCT/S':>6s} {'norm/S':>7s} {'JCT/O':>6s}"
+        f"{'workload':18s} {'CV':>5s} {'policy':15s} {'mean JCT':>9s} {'p99 JCT':>9s} "
+        f"{'norm lat':>9s} {'JCT/F':>6s} {'p99/F':>6s} {'JCT/S':>6s} {'norm/S':>7s} {'JCT/O':>6s}"
     )
-    for p, m in mean.items():
-        print(
-            f"{p:15s} {m['jct_mean']:9.2f} {m['jct_p99']:9.2f} {m['norm_latency_mean']:9.4f} "
-            f"{m['jct_mean'] / f['jct_mean']:6.3f} {m['jct_p99'] / f['jct_p99']:6.3f} "
-            f"{m['jct_mean'] / s['jct_mean']:6.3f} "
-            f"{m['norm_latency_mean'] / s['norm_latency_mean']:7.3f} "
-            f"{m['jct_mean'] / o['jct_mean']:6.3f}"
-        )
-    for label, value, ok in checks:
-        print(f"  target gittins {label}: {value:.3f} {'PASS' if ok else 'FAIL'}")
-    for e in per_seed:
-        for row in e.get("after_switch", []):
-            cells = " ".join(f"{p}={row[p]:.2f}" for p in POLICIES)
-            print(f"  seed {e['seed']} after switch, completions {row['completions']}: {cells}")
+    for r in runs:
+        mean = r["mean"]
+        f, s, o = mean["fcfs"], mean["skip-join-mlfq"], mean["oracle"]
+        for p, m in mean.items():
+            if p not in POLICIES and r["workload"] != "switch":
+                continue
+            print(
+                f"{r['label']:18s} {r['output_cv']:5.2f} {p:15s} {m['jct_mean']:9.2f} "
+                f"{m['jct_p99']:9.2f} {m['norm_latency_mean']:9.4f} "
+                f"{m['jct_mean'] / f['jct_mean']:6.3f} {m['jct_p99'] / f['jct_p99']:6.3f} "
+                f"{m['jct_mean'] / s['jct_mean']:6.3f} "
+                f"{m['norm_latency_mean'] / s['norm_latency_mean']:7.3f} "
+                f"{m['jct_mean'] / o['jct_mean']:6.3f}"
+            )
+    print("\ntargets (gittins)")
+    for r in runs:
+        for label, value, ok in r["targets"]:
+            print(f"  {r['label']:18s} {label:32s} {value:6.3f} {'PASS' if ok else 'FAIL'}")
+    for r in runs:
+        for e in r["per_seed"]:
+            for row in e.get("after_switch", []):
+                cells = " ".join(f"{p}={v:.2f}" for p, v in row.items() if p != "completions")
+                print(
+                    f"  {r['label']} seed {e['seed']} mean JCT of completions "
+                    f"{row['completions']} after the switch: {cells}"
+                )
 
 
 if __name__ == "__main__":

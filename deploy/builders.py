@@ -97,36 +97,70 @@ def worker_threads(cfg: ServerConfig) -> int:
     return max(1, ((os.cpu_count() or 1) - 1) // workers)
 
 
-def make_runner(cfg: ServerConfig) -> ModelRunner:
-    """The model runner of a single-device worker."""
+def make_runner(cfg: ServerConfig, rank: int = 0) -> ModelRunner:
+    """The model runner of worker `rank`: its (tp rank, pp stage) shard of the model.
+
+    With more than one worker this first joins the workers' torch.distributed group (every
+    worker of every node must get here), and returns only once every rank has loaded.
+    """
     import torch  # only workers pay for importing torch
 
-    from fastserve.runtime.model.runner import ModelRunner
+    from fastserve.runtime import dist
+    from fastserve.runtime.model.config import ModelConfig
+    from fastserve.runtime.model.runner import ModelRunner, resolve_device
 
     torch.manual_seed(cfg.seed)
-    if cfg.device == "cpu":
+    par = cfg.parallel
+    device = resolve_device(dist.local_device(cfg.device, rank, par.first_local_rank))
+    if device.type == "cpu":
         torch.set_num_threads(worker_threads(cfg))
-    return ModelRunner(
+    layout = dist.RankLayout(par.tp, par.pp)
+    tp = pp = None
+    if layout.world > 1:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        init = f"tcp://{par.dist_host}:{par.dist_port}"
+        dist.init_process_group(layout, rank, init, device, par.dist_timeout_s)
+        num_layers = ModelConfig.from_model_dir(cfg.model).num_layers
+        tp, pp = dist.parallel_groups(layout, rank, num_layers)
+    runner = ModelRunner(
         cfg.model,
         cfg.dtype,
-        cfg.device,
+        device,
         cfg.cache.num_device_blocks,
         cfg.cache.block_size,
         cfg.cache.num_host_blocks,
         seed=cfg.seed,
+        tp=tp,
+        pp=pp,
     )
+    if layout.world > 1:
+        # Once any worker says it is ready, all have subscribed to ticks and loaded.
+        torch.distributed.barrier()
+    return runner
 
 
 async def build_worker(cfg: ServerConfig, ctx: zmq.asyncio.Context, rank: int) -> Built:
     from fastserve.actors.worker import WorkerActor
+    from fastserve.runtime.dist import RankLayout
 
     ep = cfg.endpoints
     inbox = ZmqInbox(ctx, ep.ticks, "sub")  # subscribe before loading: no tick is missed
-    runner = make_runner(cfg)
+    layout = RankLayout(cfg.parallel.tp, cfg.parallel.pp)
+    # Synchronous on purpose: torch's thread settings are per calling thread.
+    runner = make_runner(cfg, rank)
     actor = WorkerActor(
-        inbox, ZmqOutbox(ctx, ep.scheduler_in), runner, rank=rank, reports_tokens=rank == 0
+        inbox,
+        ZmqOutbox(ctx, ep.scheduler_in),
+        runner,
+        rank=rank,
+        reports_tokens=layout.reports_tokens(rank),
+        fail_fast=layout.world > 1,
     )
-    return actor, {"rank": str(rank), "device": cfg.device, "dtype": cfg.dtype}
+    info = {"rank": str(rank), "device": str(runner.device), "dtype": cfg.dtype}
+    if layout.world > 1:
+        info |= {"stage": str(layout.stage(rank)), "tp_rank": str(layout.tp_rank(rank))}
+    return actor, info
 
 
 async def build_frontend(cfg: ServerConfig, ctx: zmq.asyncio.Context, rank: int) -> Built:

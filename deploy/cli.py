@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from fastserve.runtime.config import ServerConfig
 
@@ -26,6 +28,8 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--policy", default=d.scheduler.policy, help="fcfs | mlfq | skip-join-mlfq | oracle"
     )
+    p.add_argument("--policy-option", action="append", default=[], metavar="KEY=JSON",
+                   help="policy knob, e.g. starvation_threshold=5.0 (repeatable)")
     p.add_argument("--max-batch-jobs", type=int, default=d.scheduler.max_batch_jobs)
     p.add_argument("--max-batch-tokens", type=int, default=d.scheduler.max_batch_tokens)
     p.add_argument(
@@ -56,6 +60,20 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ready-timeout", type=float, default=d.ready_timeout_s)
 
 
+def parse_policy_options(items: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` pairs; VALUE is JSON (numbers, true/false, strings in quotes) or a bare string."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--policy-option needs KEY=VALUE, got {item!r}")
+        try:
+            options[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key.strip()] = raw
+    return options
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     cfg = ServerConfig()
     cfg.model = args.model or ""
@@ -69,6 +87,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     cfg.seed, cfg.log_level, cfg.ready_timeout_s = args.seed, args.log_level, args.ready_timeout
     cfg.worker_threads = args.worker_threads
     cfg.scheduler.policy = args.policy
+    cfg.scheduler.policy_options = parse_policy_options(args.policy_option)
     cfg.scheduler.max_batch_jobs = args.max_batch_jobs
     cfg.scheduler.max_batch_tokens = args.max_batch_tokens
     cfg.cache.block_size = args.block_size

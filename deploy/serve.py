@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 from fastserve.deploy.supervisor import ChildSpec, ServerFailure, Supervisor
@@ -28,7 +29,9 @@ def kv_bytes_per_block(
 def prepare(cfg: ServerConfig) -> ServerConfig:
     """Fill in what the command line left to defaults: model dir, lengths, pool sizes, sockets."""
     from fastserve.runtime.model.registry import resolve_model_dir, served_model_name
+    from fastserve.runtime.sched.registry import canonical_policy_name
 
+    cfg.scheduler.policy = canonical_policy_name(cfg.scheduler.policy)  # fail before spawning
     model_dir = resolve_model_dir(cfg.model or None)
     cfg.model = str(model_dir)
     cfg.served_model_name = cfg.served_model_name or served_model_name(model_dir)
@@ -46,7 +49,16 @@ def prepare(cfg: ServerConfig) -> ServerConfig:
         cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
     if not cfg.endpoints.scheduler_in:
         cfg.endpoints = Endpoints.fresh_ipc()
+    if cfg.parallel.tp * cfg.parallel.pp > 1 and cfg.parallel.dist_port == 0:
+        cfg.parallel.dist_port = free_tcp_port(cfg.parallel.dist_host)
     return cfg
+
+
+def free_tcp_port(host: str) -> int:
+    """A port free now on `host` (the workers' rendezvous binds it moments later)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def node_children(cfg: ServerConfig) -> list[ChildSpec]:

@@ -39,6 +39,10 @@ class ParallelConfig:
 
     tp: int = 1  # tensor-parallel ranks per stage
     pp: int = 1  # pipeline stages
+    dist_host: str = "127.0.0.1"  # torch.distributed rendezvous (worker rank 0's host)
+    dist_port: int = 0  # rendezvous port; 0: `serve` picks a free one per run
+    dist_timeout_s: float = 120.0  # bound on any collective / activation wait (dead peers)
+    first_local_rank: int = 0  # global rank of this node's first worker (cuda:rank-this)
 
 
 @dataclass

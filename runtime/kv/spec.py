@@ -13,7 +13,7 @@ from fastserve.runtime.model.config import ModelConfig
 class KVCacheSpec:
     """Shape of one rank's KV cache block: `block_size` tokens of K and V for every layer."""
 
-    num_layers: int
+    num_layers: int  # layers held by this rank (its pipeline stage's)
     num_kv_heads: int  # heads held by this rank (kv heads / tp size)
     head_dim: int
     block_size: int
@@ -21,12 +21,19 @@ class KVCacheSpec:
 
     @classmethod
     def for_model(
-        cls, config: ModelConfig, block_size: int, dtype: torch.dtype, tp_size: int = 1
+        cls,
+        config: ModelConfig,
+        block_size: int,
+        dtype: torch.dtype,
+        tp_size: int = 1,
+        num_layers: int | None = None,
     ) -> KVCacheSpec:
+        """One rank's block: its kv heads (of tp_size) and `num_layers` layers (its pipeline
+        stage's; default all)."""
         if config.num_kv_heads % tp_size:
             raise ValueError(f"{config.num_kv_heads} kv heads do not split over tp={tp_size}")
         return cls(
-            num_layers=config.num_layers,
+            num_layers=config.num_layers if num_layers is None else num_layers,
             num_kv_heads=config.num_kv_heads // tp_size,
             head_dim=config.head_dim,
             block_size=block_size,

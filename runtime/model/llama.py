@@ -16,7 +16,7 @@ from fastserve.runtime.model.attention import AttentionMetadata, paged_attention
 from fastserve.runtime.model.config import ModelConfig
 from fastserve.runtime.model.layers import RotaryEmbedding, rms_norm, silu_and_mul
 from fastserve.runtime.model.linear import Linear
-from fastserve.runtime.model.parallel import TPGroup
+from fastserve.runtime.model.parallel import PPStage, TPGroup
 from fastserve.runtime.model.weights import LayerWeights, ModelWeights, load_weights
 
 
@@ -33,7 +33,9 @@ class _Layer:
 
 
 class LlamaModel:
-    """Weights of one tensor-parallel rank and the forward pass over a paged KV cache."""
+    """Weights of one (tensor-parallel rank, pipeline stage) and the forward pass over a
+    paged KV cache. A stage holds only its own layers; the first also the embedding, the
+    last also the final norm and lm_head."""
 
     def __init__(
         self,
@@ -42,12 +44,14 @@ class LlamaModel:
         dtype: torch.dtype,
         device: torch.device,
         tp: TPGroup | None = None,
+        pp: PPStage | None = None,
     ):
         self.config = config
+        self.pp = pp or PPStage()
         self.embed = weights.embed
         self.vocab_start = weights.vocab_start
         self.final_norm = weights.final_norm
-        self.lm_head = Linear(weights.lm_head)
+        self.lm_head = Linear(weights.lm_head) if weights.lm_head is not None else None
         # Packed copies replace the plain weights (the embedding table stays for lookups).
         self.layers = [_Layer(w) for w in weights.layers]
         self.dtype = dtype
@@ -76,11 +80,12 @@ class LlamaModel:
         device: torch.device,
         tp: TPGroup | None = None,
         config: ModelConfig | None = None,
+        pp: PPStage | None = None,
     ) -> LlamaModel:
         tp = tp or TPGroup()
         config = config or ModelConfig.from_model_dir(model_dir)
-        weights = load_weights(Path(model_dir), config, dtype, device, tp)
-        return cls(config, weights, dtype, device, tp)
+        weights = load_weights(Path(model_dir), config, dtype, device, tp, pp)
+        return cls(config, weights, dtype, device, tp, pp)
 
     def forward(
         self,
@@ -88,16 +93,27 @@ class LlamaModel:
         meta: AttentionMetadata,
         kv_layers: list[tuple[torch.Tensor, torch.Tensor]],
         logit_rows: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """Run the batch; returns float32 logits [R, vocab] for `logit_rows` (None: all rows).
+    ) -> torch.Tensor | None:
+        """Run the batch; returns float32 logits [R, vocab] for `logit_rows` (None: all rows),
+        or None on a pipeline stage other than the last (it sends its activations on).
 
-        kv_layers[i] is layer i's (key_blocks, value_blocks) pool views (see kv/pools.py);
-        this step's K/V are written into them.
+        kv_layers[i] is this stage's layer i's (key_blocks, value_blocks) pool views (see
+        kv/pools.py); this step's K/V are written into them.
         """
-        x = self.tp.embed(input_ids, self.embed, self.vocab_start)
+        if self.pp.is_first:
+            assert self.embed is not None
+            x = self.tp.embed(input_ids, self.embed, self.vocab_start)
+        else:
+            # Every stage gets the same tick, so the row count is known without a header.
+            shape = (meta.num_tokens, self.config.hidden_size)
+            x = self.pp.recv(shape, self.dtype, self.device)
         cos, sin = self.rope.tables(meta.positions)
         for layer, cache in zip(self.layers, kv_layers, strict=True):
             x = self._layer(x, layer, cache, meta, cos, sin)
+        if not self.pp.is_last:
+            self.pp.send(x)
+            return None
+        assert self.lm_head is not None and self.final_norm is not None
         if logit_rows is not None:
             if logit_rows.numel() == 0:  # nothing to sample (e.g. a non-final prefill chunk)
                 return torch.empty((0, self.config.vocab_size), device=x.device)

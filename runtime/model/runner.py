@@ -21,7 +21,7 @@ from fastserve.runtime.kv.swapper import BlockSwapper, SwapHandle
 from fastserve.runtime.model.attention import SeqInput, build_metadata
 from fastserve.runtime.model.config import ModelConfig
 from fastserve.runtime.model.llama import LlamaModel
-from fastserve.runtime.model.parallel import TPGroup
+from fastserve.runtime.model.parallel import PPStage, TPGroup
 from fastserve.runtime.model.sampling import Sampler, SampleRequest
 
 _DTYPES = {
@@ -95,22 +95,30 @@ class ModelRunner:
         *,
         seed: int = 0,
         tp: TPGroup | None = None,
+        pp: PPStage | None = None,
     ):
         self.model_dir = Path(model_dir)
         self.dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
         self.tp = tp or TPGroup()
+        self.pp = pp or PPStage()
         self.config = ModelConfig.from_model_dir(self.model_dir)
-        self.model = LlamaModel.load(self.model_dir, self.dtype, self.device, self.tp, self.config)
+        self.model = LlamaModel.load(
+            self.model_dir, self.dtype, self.device, self.tp, self.config, self.pp
+        )
         self.block_size = block_size
-        self.kv_spec = KVCacheSpec.for_model(self.config, block_size, self.dtype, self.tp.size)
+        # Pools hold this rank's kv heads of its stage's layers; block ids are global.
+        num_layers = len(self.pp.layers(self.config.num_layers))
+        self.kv_spec = KVCacheSpec.for_model(
+            self.config, block_size, self.dtype, self.tp.size, num_layers
+        )
         self.device_pool = DeviceKVPool(self.kv_spec, num_device_blocks, self.device)
         self.host_pool = HostKVPool(self.kv_spec, num_host_blocks)
         self.swapper = BlockSwapper(self.device_pool, self.host_pool)
         self.sampler = Sampler(self.config.eos_token_ids, self.device, seed)
         self._kv_layers = [
             (self.device_pool.key_blocks(i), self.device_pool.value_blocks(i))
-            for i in range(self.config.num_layers)
+            for i in range(num_layers)
         ]
 
     @property
@@ -125,8 +133,14 @@ class ModelRunner:
     def vocab_size(self) -> int:
         return self.config.vocab_size
 
+    @property
+    def samples(self) -> bool:
+        """Whether this rank computes logits and samples (the last pipeline stage)."""
+        return self.pp.is_last
+
     def execute(self, entries: Sequence[EntryLike]) -> list[SampledToken]:
-        """Run one batch; return a token for each entry with sample=True, in entry order."""
+        """Run one batch; return a token for each entry with sample=True, in entry order
+        (nothing on a pipeline stage before the last: it only passes activations on)."""
         logits, sampled = self._forward(entries)
         return self._sample(logits, sampled)
 
@@ -152,6 +166,7 @@ class ModelRunner:
         return self.swapper.upload(copy.src_block_ids, copy.dst_block_ids)
 
     def close(self) -> None:
+        self.pp.wait_sends()
         self.swapper.close()
 
     @torch.inference_mode()
@@ -181,6 +196,8 @@ class ModelRunner:
         input_ids = torch.tensor(ids, dtype=torch.long).to(self.device, non_blocking=True)
         row_t = torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
         logits = self.model.forward(input_ids, meta, self._kv_layers, row_t)
+        if logits is None:  # an earlier pipeline stage: the activations went on
+            return torch.empty((0, self.vocab_size)), []
         # Report in the caller's order, not the attention order.
         sampled_order = [i for i in order if entries[i].sample]  # caller index per logit row
         sampled = [e for e in entries if e.sample]

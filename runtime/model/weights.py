@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 
 from fastserve.runtime.model.config import ModelConfig
-from fastserve.runtime.model.parallel import TPGroup
+from fastserve.runtime.model.parallel import PPStage, TPGroup
 
 
 @dataclass
@@ -33,10 +33,10 @@ class LayerWeights:
 
 @dataclass
 class ModelWeights:
-    embed: torch.Tensor  # [local vocab, hidden]
-    layers: list[LayerWeights]
-    final_norm: torch.Tensor
-    lm_head: torch.Tensor  # [local vocab, hidden]; the embedding itself when tied
+    embed: torch.Tensor | None  # [local vocab, hidden]; None off the first pipeline stage
+    layers: list[LayerWeights]  # this pipeline stage's layers only
+    final_norm: torch.Tensor | None  # None off the last pipeline stage
+    lm_head: torch.Tensor | None  # [local vocab, hidden]; the embedding itself when tied
     vocab_start: int  # first vocab id held by this rank
 
 
@@ -81,9 +81,15 @@ def _required(tensor: torch.Tensor | None, what: str) -> torch.Tensor:
 
 
 def load_weights(
-    model_dir: Path, config: ModelConfig, dtype: torch.dtype, device: torch.device, tp: TPGroup
+    model_dir: Path,
+    config: ModelConfig,
+    dtype: torch.dtype,
+    device: torch.device,
+    tp: TPGroup,
+    pp: PPStage | None = None,
 ) -> ModelWeights:
-    """Read, fuse, shard and place every weight of the model."""
+    """Read, fuse, shard and place the weights this (tp rank, pp stage) holds."""
+    pp = pp or PPStage()
     ckpt = CheckpointReader(Path(model_dir))
 
     def put(t: torch.Tensor) -> torch.Tensor:
@@ -125,7 +131,7 @@ def load_weights(
         return put_opt(ckpt.maybe(name)) if tp.rank == 0 else None
 
     layers: list[LayerWeights] = []
-    for i in range(config.num_layers):
+    for i in pp.layers(config.num_layers):
         p = f"model.layers.{i}."
         layers.append(
             LayerWeights(
@@ -141,15 +147,17 @@ def load_weights(
                 down_bias=rank0_bias(f"{p}mlp.down_proj.bias") if config.mlp_bias else None,
             )
         )
-    embed = put(vocab_rows(ckpt.get("model.embed_tokens.weight")))
-    if config.tie_word_embeddings or not ckpt.has("lm_head.weight"):
-        lm_head = embed
-    else:
-        lm_head = put(vocab_rows(ckpt.get("lm_head.weight")))
+    tied = config.tie_word_embeddings or not ckpt.has("lm_head.weight")
+    embed = lm_head = final_norm = None
+    if pp.is_first or (pp.is_last and tied):
+        embed = put(vocab_rows(ckpt.get("model.embed_tokens.weight")))
+    if pp.is_last:
+        lm_head = embed if tied else put(vocab_rows(ckpt.get("lm_head.weight")))
+        final_norm = put(ckpt.get("model.norm.weight"))
     return ModelWeights(
-        embed=embed,
+        embed=embed if pp.is_first else None,
         layers=layers,
-        final_norm=put(ckpt.get("model.norm.weight")),
+        final_norm=final_norm,
         lm_head=lm_head,
         vocab_start=v0,
     )

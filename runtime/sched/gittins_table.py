@@ -102,7 +102,10 @@ def bin_width(max_len: int, max_bins: int) -> int:
 
 def build_cap_table(dist: LengthDist, cap: int, width: int) -> CapTable:
     """The table for jobs capped at `cap` tokens (cap <= dist.max_len)."""
-    cap = max(1, min(cap, dist.max_len))
+    support = np.nonzero(dist.pmf)[0]
+    # A job ends by the last length with mass at the latest (learned ones have mass up to
+    # max_len; see length_dist): cutting there keeps W strictly increasing.
+    cap = max(1, min(cap, int(support[-1]) if len(support) else 1))
     if cap < 2 * width:  # too few bins to tell the first token from the start: exact
         width = 1
     pmf = dist.pmf

@@ -268,6 +268,7 @@ class SchedulerCore:
         job.location = KVLocation.NONE
         self.jobs.pop(job.request_id, None)
         self.finished_preemptions += job.num_preemptions
+        self.policy.on_finished(job, reason)  # learning policies tell finished from cut off
         self.policy.remove(job)
         if job.workers_know:
             self._released.append(job.request_id)

@@ -35,7 +35,7 @@ def test_oracle_needs_true_lengths() -> None:
 
 
 def test_registry_names_aliases_and_errors() -> None:
-    assert set(POLICY_NAMES) == {"fcfs", "mlfq", "skip-join-mlfq", "oracle"}
+    assert set(POLICY_NAMES) == {"fcfs", "mlfq", "skip-join-mlfq", "oracle", "gittins"}
     assert isinstance(make_policy("fcfs"), FCFSPolicy)
     assert type(make_policy("mlfq", COST)) is PlainMLFQ
     assert type(make_policy("Skip_Join_MLFQ", COST)) is SkipJoinMLFQ
