@@ -111,7 +111,7 @@ def make_runner(cfg: ServerConfig, rank: int = 0) -> ModelRunner:
 
     torch.manual_seed(cfg.seed)
     par = cfg.parallel
-    device = resolve_device(dist.local_device(cfg.device, rank, par.first_local_rank))
+    device = dist.local_device(resolve_device(cfg.device), rank, par.first_local_rank)
     if device.type == "cpu":
         torch.set_num_threads(worker_threads(cfg))
     layout = dist.RankLayout(par.tp, par.pp)
@@ -141,11 +141,12 @@ def make_runner(cfg: ServerConfig, rank: int = 0) -> ModelRunner:
 
 
 async def build_worker(cfg: ServerConfig, ctx: zmq.asyncio.Context, rank: int) -> Built:
+    ep = cfg.endpoints
+    # Subscribe before anything slow (importing torch, loading): no tick is missed.
+    inbox = ZmqInbox(ctx, ep.ticks, "sub")
     from fastserve.actors.worker import WorkerActor
     from fastserve.runtime.dist import RankLayout
 
-    ep = cfg.endpoints
-    inbox = ZmqInbox(ctx, ep.ticks, "sub")  # subscribe before loading: no tick is missed
     layout = RankLayout(cfg.parallel.tp, cfg.parallel.pp)
     # Synchronous on purpose: torch's thread settings are per calling thread.
     runner = make_runner(cfg, rank)

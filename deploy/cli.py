@@ -28,8 +28,13 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--policy", default=d.scheduler.policy, help="fcfs | mlfq | skip-join-mlfq | oracle"
     )
-    p.add_argument("--policy-option", action="append", default=[], metavar="KEY=JSON",
-                   help="policy knob, e.g. starvation_threshold=5.0 (repeatable)")
+    p.add_argument(
+        "--policy-option",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="policy knob, e.g. starvation_threshold=5.0 (repeatable)",
+    )
     p.add_argument("--max-batch-jobs", type=int, default=d.scheduler.max_batch_jobs)
     p.add_argument("--max-batch-tokens", type=int, default=d.scheduler.max_batch_tokens)
     p.add_argument(
@@ -54,8 +59,12 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tp", type=int, default=d.parallel.tp)
     p.add_argument("--pp", type=int, default=d.parallel.pp)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--worker-threads", type=int, default=d.worker_threads,
-                   help="torch CPU threads per worker (0: cores minus one, shared by workers)")
+    p.add_argument(
+        "--worker-threads",
+        type=int,
+        default=d.worker_threads,
+        help="torch CPU threads per worker (0: cores minus one, shared by workers)",
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning"], default=d.log_level)
     p.add_argument("--ready-timeout", type=float, default=d.ready_timeout_s)
 
@@ -111,12 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     serve = sub.add_parser("serve", help="serve a model on this machine")
     add_server_args(serve)
     serve.set_defaults(func=_cmd_serve)
-    from fastserve.deploy import bench, profile_cmd, simulate_cmd
+    from fastserve.deploy import bench, launch, profile_cmd, simulate_cmd
 
     commands: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
         ("profile", "measure prefill and decode times; cache the cost model", profile_cmd.register),
         ("bench", "replay a workload against a server, or compare policies", bench.register),
         ("simulate", "simulate scheduling policies over a workload", simulate_cmd.register),
+        ("launch", "start this node's share of a multi-node server", launch.register),
     ]
     for name, help_text, register in commands:
         register(sub.add_parser(name, help=help_text))

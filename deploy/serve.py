@@ -70,7 +70,11 @@ def node_children(cfg: ServerConfig) -> list[ChildSpec]:
 def serve(cfg: ServerConfig) -> int:
     configure_logging("supervisor", cfg.log_level)
     log = get_logger()
-    cfg = prepare(cfg)
+    try:
+        cfg = prepare(cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        log.error("invalid_configuration", error=str(exc))
+        return 2
     log.info(
         "starting",
         model=cfg.model,

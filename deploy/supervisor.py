@@ -48,12 +48,24 @@ class Supervisor:
         self._stop = False
 
     def start(self) -> None:
-        """Spawn every child and wait until all said they are ready."""
+        """Spawn every child and wait until all said they are ready.
+
+        The frontend starts last, once everything behind it is ready: a request it accepted
+        earlier could be scheduled in a tick that a worker not yet subscribed would miss.
+        """
+        first = [c for c in self.children if c.role != "frontend"]
+        last = [c for c in self.children if c.role == "frontend"]
+        deadline = time.monotonic() + self.cfg.ready_timeout_s
+        for group in (first, last):
+            self._spawn(group)
+            self._wait_ready({c.name for c in group}, deadline)
+
+    def _spawn(self, specs: list[ChildSpec]) -> None:
         ctx = mp.get_context("spawn")
         from fastserve.deploy.process import actor_main
 
         cfg_json = self.cfg.to_json()
-        for spec in self.children:
+        for spec in specs:
             proc = ctx.Process(
                 target=actor_main,
                 args=(spec.role, cfg_json, spec.rank),
@@ -63,8 +75,8 @@ class Supervisor:
             proc.start()
             self.procs[spec.name] = proc
             self.log.info("actor_spawned", child=spec.name, child_pid=proc.pid)
-        waiting = set(self.procs)
-        deadline = time.monotonic() + self.cfg.ready_timeout_s
+
+    def _wait_ready(self, waiting: set[str], deadline: float) -> None:
         while waiting:
             if time.monotonic() > deadline:
                 raise ServerFailure(

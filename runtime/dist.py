@@ -91,11 +91,11 @@ def parallel_groups(layout: RankLayout, rank: int, num_layers: int) -> tuple[TPG
     return tp_group, pp_stage
 
 
-def local_device(device: str, rank: int, first_local_rank: int) -> torch.device:
+def local_device(device: torch.device, rank: int, first_local_rank: int) -> torch.device:
     """cuda:(index of this worker among this node's workers); the CPU stays the CPU."""
-    if device.startswith("cuda") and ":" not in device:
+    if device.type == "cuda" and device.index is None:
         return torch.device("cuda", rank - first_local_rank)
-    return torch.device(device)
+    return device
 
 
 def shutdown() -> None:

@@ -55,8 +55,15 @@ def distributed_greedy(
             r.tokens.append(token)
             r.top.append(top)
         entries = [
-            BatchEntry(e.request_id, [r.tokens[-1]], e.start_pos + len(e.token_ids),
-                       e.block_table, True, GREEDY, len(r.tokens))
+            BatchEntry(
+                e.request_id,
+                [r.tokens[-1]],
+                e.start_pos + len(e.token_ids),
+                e.block_table,
+                True,
+                GREEDY,
+                len(r.tokens),
+            )
             for e, r in zip(entries, results, strict=True)
         ]
     return results if rank == src else None
@@ -66,8 +73,9 @@ def _rank_main(
     rank: int, layout: RankLayout, store: str, out: str, job: Callable[..., Any], args: tuple
 ) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
-                            world_size=layout.world)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=layout.world
+    )
     try:
         result = job(layout, rank, *args)
         if result is not None:
@@ -77,8 +85,13 @@ def _rank_main(
 
 
 def greedy_job(
-    layout: RankLayout, rank: int, model_dir: Path, prompts: list[list[int]], steps: int,
-    blocks: int, block_size: int,
+    layout: RankLayout,
+    rank: int,
+    model_dir: Path,
+    prompts: list[list[int]],
+    steps: int,
+    blocks: int,
+    block_size: int,
 ) -> list[GenResult] | None:
     """Load this rank's shard and run distributed_greedy (a picklable spawn target)."""
     config = ModelConfig.from_model_dir(model_dir)
@@ -96,6 +109,7 @@ def run_parallel(layout: RankLayout, tmp: Path, job: Callable[..., Any], *args: 
     tmp.mkdir(parents=True, exist_ok=True)
     tag = f"{layout.tp}x{layout.pp}-{os.getpid()}"
     store, out = tmp / f"store-{tag}", tmp / f"out-{tag}.pkl"
-    mp.spawn(_rank_main, args=(layout, str(store), str(out), job, args), nprocs=layout.world,
-             join=True)
+    mp.spawn(
+        _rank_main, args=(layout, str(store), str(out), job, args), nprocs=layout.world, join=True
+    )
     return pickle.loads(out.read_bytes())

@@ -5,11 +5,8 @@ then each multi-token job's rows (prefill chunks). Every token's K/V is first wr
 its cache slot; then
 - prefill chunks run causal SDPA per job over the job's keys (fresh ones, or gathered from
   the cache when earlier tokens are cached), and
-- all single-query rows run together as split-K paged attention: every cached block of
-  every job is scored in one batched matmul straight from the gathered blocks (the pool
-  stores keys transposed, see kv/pools.py), and the per-block softmax partials are merged
-  per job with a log-sum-exp reduction. Padding is at most one partly filled block per
-  job, never proportional to the longest job in the batch.
+- all single-query rows run together as split-K paged attention (decode_attention.py).
+Nothing is padded to the longest job of the batch.
 """
 
 from __future__ import annotations
@@ -19,17 +16,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
-@dataclass
-class DecodeMeta:
-    """Split-K layout of the single-query rows."""
-
-    num_seqs: int
-    blocks: torch.Tensor  # [n] every cached block of every single-query job, job by job
-    owner: torch.Tensor  # [n] which single-query row each of those blocks belongs to
-    bias: torch.Tensor  # [n, 1, 1, block_size] float32: 0 for filled slots, -inf beyond
-    one_block_each: bool  # every job fits in one block: no merge needed
-    single_len: int  # with exactly one job: its number of keys (else 0)
+from fastserve.runtime.model.decode_attention import (
+    DecodeMeta,
+    build_decode_meta,
+    decode_attention,
+)
 
 
 @dataclass
@@ -102,7 +93,7 @@ def build_metadata(
         positions=t(positions),
         write_blocks=t(wblocks),
         write_offsets=t(woffsets),
-        decode=_decode_meta(decode_seqs, block_size, device) if decode_seqs else None,
+        decode=build_decode_meta(decode_seqs, block_size, device) if decode_seqs else None,
         prefills=prefills,
     )
 
@@ -121,30 +112,6 @@ def _prefill_seq(seq: SeqInput, row: int, block_size: int, device: torch.device)
         seq.start_pos,
         torch.tensor(seq.block_table[:nblocks], dtype=torch.long).to(device),
         mask.to(device),
-    )
-
-
-def _decode_meta(seqs: list[SeqInput], block_size: int, device: torch.device) -> DecodeMeta:
-    blocks: list[int] = []
-    owner: list[int] = []
-    filled: list[int] = []
-    for i, seq in enumerate(seqs):
-        total = seq.start_pos + 1
-        nblocks = -(-total // block_size)
-        blocks.extend(seq.block_table[:nblocks])
-        owner.extend([i] * nblocks)
-        filled.extend([block_size] * (nblocks - 1) + [total - (nblocks - 1) * block_size])
-    lane = torch.arange(block_size)
-    empty = lane.unsqueeze(0) >= torch.tensor(filled).unsqueeze(1)
-    # float32: decode scores are computed in float32 whatever the model dtype.
-    bias = torch.zeros(empty.shape, dtype=torch.float32).masked_fill_(empty, float("-inf"))
-    return DecodeMeta(
-        num_seqs=len(seqs),
-        blocks=torch.tensor(blocks, dtype=torch.long).to(device),
-        owner=torch.tensor(owner, dtype=torch.long).to(device),
-        bias=bias.view(len(filled), 1, 1, block_size).to(device),
-        one_block_each=len(owner) == len(seqs),
-        single_len=seqs[0].start_pos + 1 if len(seqs) == 1 else 0,
     )
 
 
@@ -176,7 +143,7 @@ def paged_attention(
     outs: list[torch.Tensor] = []
     if meta.decode is not None:
         n = meta.decode.num_seqs
-        outs.append(_decode(q[:n], key_blocks, value_blocks, meta.decode, scale))
+        outs.append(decode_attention(q[:n], key_blocks, value_blocks, meta.decode, scale))
     for seq in meta.prefills:
         outs.append(_prefill(q, kv, key_blocks, value_blocks, seq, scale))
     out = outs[0] if len(outs) == 1 else torch.cat(outs)
@@ -209,62 +176,3 @@ def _prefill(
         qs, k, v, attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=True
     )
     return out[0].transpose(0, 1)  # [Lq, H, D]
-
-
-def _decode_one(
-    q: torch.Tensor,
-    key_blocks: torch.Tensor,
-    value_blocks: torch.Tensor,
-    dm: DecodeMeta,
-    scale: float,
-) -> torch.Tensor:
-    """One single-query job (batch-1 decoding): one SDPA call, far fewer ops than split-K."""
-    _, heads, dim = q.shape
-    kv_heads = key_blocks.shape[1]
-    # [nb, KVH, D, bs] -> [KVH, nb * bs, D]; [nb, KVH, bs, D] -> [KVH, nb * bs, D]
-    k = key_blocks.index_select(0, dm.blocks).permute(1, 0, 3, 2).reshape(kv_heads, -1, dim)
-    v = value_blocks.index_select(0, dm.blocks).transpose(0, 1).reshape(kv_heads, -1, dim)
-    # The query heads sharing a kv head act as that head's queries; all keys are visible.
-    qg = q.view(1, kv_heads, heads // kv_heads, dim)
-    k, v = k[:, : dm.single_len].unsqueeze(0), v[:, : dm.single_len].unsqueeze(0)
-    return F.scaled_dot_product_attention(qg, k, v, scale=scale).view(1, heads, dim)
-
-
-def _decode(
-    q: torch.Tensor,
-    key_blocks: torch.Tensor,
-    value_blocks: torch.Tensor,
-    dm: DecodeMeta,
-    scale: float,
-) -> torch.Tensor:
-    """Split-K paged attention for single-query rows: q [B, H, D] -> [B, H, D]."""
-    batch, heads, dim = q.shape
-    kv_heads = key_blocks.shape[1]
-    group = heads // kv_heads
-    if dm.single_len:
-        return _decode_one(q, key_blocks, value_blocks, dm, scale)
-    compute = torch.float32  # scores and softmax in float32 even for bf16 caches
-    k = key_blocks.index_select(0, dm.blocks).to(compute)  # [n, KVH, D, bs]
-    v = value_blocks.index_select(0, dm.blocks).to(compute)  # [n, KVH, bs, D]
-    qg = (q.to(compute) * scale).view(batch, kv_heads, group, dim)
-    if not dm.one_block_each:
-        qg = qg.index_select(0, dm.owner)
-    scores = torch.matmul(qg, k).add_(dm.bias)  # [n, KVH, G, bs]
-    peak = scores.amax(-1, keepdim=True)
-    probs = scores.sub_(peak).exp_()
-    denom = probs.sum(-1, keepdim=True)
-    partial = torch.matmul(probs, v)  # [n, KVH, G, D], unnormalised
-    if dm.one_block_each:
-        return (partial / denom).view(batch, heads, dim).to(q.dtype)
-    # Merge block partials per job: rescale each by exp(its max - the job's max).
-    owner = dm.owner
-    job_peak = torch.full(
-        (batch, kv_heads, group, 1), float("-inf"), dtype=compute, device=q.device
-    )
-    job_peak.scatter_reduce_(0, owner.view(-1, 1, 1, 1).expand_as(peak), peak, "amax")
-    weight = (peak - job_peak.index_select(0, owner)).exp_()
-    num = torch.zeros((batch, kv_heads, group, dim), dtype=compute, device=q.device)
-    num.index_add_(0, owner, partial.mul_(weight))
-    den = torch.zeros((batch, kv_heads, group, 1), dtype=compute, device=q.device)
-    den.index_add_(0, owner, denom.mul_(weight))
-    return (num / den).view(batch, heads, dim).to(q.dtype)

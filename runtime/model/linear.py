@@ -2,9 +2,10 @@
 
 On CPUs with oneDNN, weights are reordered into oneDNN's blocked layout at load time: for
 the small row counts of decoding (a few to a few dozen tokens) this runs 1.5-2x faster
-than a plain F.linear. For a single row in float32 (batch-1 decode, bound by reading the
-weights) a plain GEMV over the transposed weight is faster still (~20%), so float32 keeps
-that copy too: twice the weight memory, which a CPU-served model can afford.
+than a plain F.linear. For a single row in float32 on a single thread (batch-1 decode,
+bound by reading the weights) MKL's GEMV over the transposed weight is ~20% faster still,
+so float32 keeps that copy too: twice the weight memory, which a CPU-served model can
+afford. (With more threads oneDNN's GEMV scales better and is used instead.)
 Elsewhere (CUDA, CPUs without oneDNN, float16) it is F.linear.
 """
 
@@ -44,7 +45,7 @@ class Linear:
             self.weight = weight
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight_t is not None and x.shape[0] == 1:
+        if self.weight_t is not None and x.shape[0] == 1 and torch.get_num_threads() == 1:
             if self.bias is None:
                 return torch.mm(x, self.weight_t)
             return torch.addmm(self.bias, x, self.weight_t)

@@ -114,7 +114,9 @@ class PPStage:
             work, _ = self._pending.pop(0)
             work.wait()
 
-    def recv(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    def recv(
+        self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
         """Activations of the previous stage; the shape is known from the tick's own plan."""
         x = torch.empty(shape, dtype=dtype, device=device)
         dist.recv(x, self.prev_rank)

@@ -25,6 +25,17 @@ def tiny_dir(tmp_path_factory):
     return make_tiny_llama_dir(tmp_path_factory.mktemp("tiny") / "model", seed=11)
 
 
+def started(server: ServerProcess, timeout: float = 120.0) -> ServerProcess:
+    """Wait for the supervisor's "serving" line: /health answers before the workers are
+    ready, and a tick published before a worker subscribed would be lost."""
+    server.wait_ready()
+    deadline = time.monotonic() + timeout
+    while '"event": "serving"' not in server.logs():  # lines of children may interleave
+        assert time.monotonic() < deadline, server.logs()[-3000:]
+        time.sleep(0.2)
+    return server
+
+
 async def _all_greedy(url: str, max_tokens: int = 12) -> list[str]:
     async with aiohttp.ClientSession() as s:
         outs = await asyncio.gather(
@@ -42,9 +53,10 @@ async def _all_greedy(url: str, max_tokens: int = 12) -> list[str]:
 
 
 def test_tp2_pp2_server_matches_single_worker(tiny_dir, tmp_path):
-    with ServerProcess(server_args(tiny_dir), tmp_path) as single:
+    with started(ServerProcess(server_args(tiny_dir), tmp_path)) as single:
         expected = asyncio.run(_all_greedy(single.url))
-    with ServerProcess(server_args(tiny_dir, "--tp", "2", "--pp", "2"), tmp_path) as server:
+    tp2pp2 = ServerProcess(server_args(tiny_dir, "--tp", "2", "--pp", "2"), tmp_path)
+    with started(tp2pp2) as server:
         titles = descendants(server.proc.pid).values()
         for r in range(4):
             assert any(f"fastserve-worker-{r}" in t for t in titles), titles
@@ -55,13 +67,13 @@ def test_tp2_pp2_server_matches_single_worker(tiny_dir, tmp_path):
 
 def test_killed_worker_fails_every_request_and_every_process(tiny_dir, tmp_path):
     server = ServerProcess(server_args(tiny_dir, "--tp", "2", "--pp", "2"), tmp_path)
-    with server:
+    with started(server):
         tree = descendants(server.proc.pid)
         victim = next(p for p, t in tree.items() if "fastserve-worker-1" in t)
 
         async def scenario():
             started = asyncio.Event()
-            body = {"prompt": "x " * 20, "max_tokens": 400, "temperature": 0, "ignore_eos": True}
+            body = {"prompt": "x " * 20, "max_tokens": 200, "temperature": 0, "ignore_eos": True}
 
             async def one(s):
                 try:
