@@ -4,53 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from fastserve.protocol.to_frontend import OutputBatch, RequestOutput
+from fastserve.protocol.to_frontend import RequestOutput
 from fastserve.protocol.to_scheduler import AbortRequest, SubmitRequest
 from fastserve.runtime.frontend.detokenizer import REPLACEMENT_CHAR
 from fastserve.runtime.frontend.service import FrontendService
 from fastserve.runtime.frontend.tiny_model import write_tiny_model
 from fastserve.runtime.frontend.tokenizer import ModelTokenizer
+from tests.fake_scheduler import FakeScheduler
 
 REPLY = "Hello wörld 🙂! The end STOP more text."
 
 
-class FakeScheduler:
+class ReplyScheduler(FakeScheduler):
     """Answers each SubmitRequest with REPLY's tokens, two per OutputBatch, then "stop".
 
     Prompt keywords change its behaviour: HANG streams forever (until aborted), FAIL_EARLY
     fails before any token, FAIL_LATE fails after a few tokens.
     """
 
-    def __init__(self, tok: ModelTokenizer) -> None:
-        self.tok = tok
-        self.service: FrontendService | None = None
-        self.submitted: list[SubmitRequest] = []
-        self.aborts: list[AbortRequest] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def send(self, msg: object) -> None:
-        if isinstance(msg, SubmitRequest):
-            self.submitted.append(msg)
-            task = asyncio.get_running_loop().create_task(self._answer(msg))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        elif isinstance(msg, AbortRequest):
-            self.aborts.append(msg)
-
-    async def _answer(self, req: SubmitRequest) -> None:
-        prompt, rid, reply = self.tok.decode(req.prompt_ids), req.request_id, self.tok.encode(REPLY)
-        done, tick = 0, 0
-        while not any(a.request_id == rid for a in self.aborts):
-            await asyncio.sleep(0.002)
-            tick += 1
+    def outputs(self, req: SubmitRequest, prompt: str) -> Iterator[RequestOutput]:
+        rid, reply = req.request_id, self.tok.encode(REPLY)
+        done = 0
+        while True:
             if "FAIL_EARLY" in prompt or ("FAIL_LATE" in prompt and done >= 4):
-                await self._out(
-                    tick, RequestOutput(rid, [], finish_reason="error", error="worker exploded")
-                )
+                yield RequestOutput(rid, [], finish_reason="error", error="worker exploded")
                 return
             ids = reply[:1] if "HANG" in prompt else reply[done : done + 2]
             ids = ids[: req.sampling.max_tokens - done]
@@ -61,13 +43,7 @@ class FakeScheduler:
             elif "HANG" not in prompt and done >= len(reply):
                 finish = "stop"
             logprobs = [-0.25] * len(ids) if req.sampling.logprobs else []
-            await self._out(tick, RequestOutput(rid, ids, logprobs, finish, len(req.prompt_ids)))
-            if finish:
-                return
-
-    async def _out(self, tick: int, out: RequestOutput) -> None:
-        assert self.service is not None
-        await self.service.on_message(OutputBatch(tick, [out]))
+            yield RequestOutput(rid, ids, logprobs, finish)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +53,7 @@ def tok(tmp_path_factory: pytest.TempPathFactory) -> ModelTokenizer:
 
 @pytest.fixture
 async def env(tok):
-    fake = FakeScheduler(tok)
+    fake = ReplyScheduler(tok)
     service = FrontendService(
         fake.send, tokenizer=tok, served_model_name="tiny", default_max_tokens=64
     )

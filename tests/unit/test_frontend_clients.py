@@ -3,65 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 
 import openai
 import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
-from fastserve.protocol.to_frontend import OutputBatch, RequestOutput
-from fastserve.protocol.to_scheduler import AbortRequest, SubmitRequest
 from fastserve.runtime.frontend.service import FrontendService
 from fastserve.runtime.frontend.tiny_model import write_tiny_model
 from fastserve.runtime.frontend.tokenizer import ModelTokenizer
-
-
-def reply_for(prompt_text: str) -> str:
-    return f"[{prompt_text[-6:]}] héllo 🙂"
-
-
-class EchoScheduler:
-    """Replies to each prompt with reply_for(prompt), one token per OutputBatch, then "stop".
-
-    A prompt containing HANG repeats tokens until aborted or out of max_tokens.
-    """
-
-    def __init__(self, tok: ModelTokenizer) -> None:
-        self.tok = tok
-        self.service: FrontendService | None = None
-        self.submitted: list[SubmitRequest] = []
-        self.aborts: list[AbortRequest] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def send(self, msg: object) -> None:
-        if isinstance(msg, SubmitRequest):
-            self.submitted.append(msg)
-            task = asyncio.get_running_loop().create_task(self._answer(msg))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        elif isinstance(msg, AbortRequest):
-            self.aborts.append(msg)
-
-    async def _answer(self, req: SubmitRequest) -> None:
-        assert self.service is not None
-        prompt = self.tok.decode(req.prompt_ids)
-        reply = self.tok.encode(reply_for(prompt))
-        for i in itertools.count(1):
-            await asyncio.sleep(0.001)
-            if any(a.request_id == req.request_id for a in self.aborts):
-                return
-            finish = None
-            if i == req.sampling.max_tokens:
-                finish = "length"
-            elif i == len(reply) and "HANG" not in prompt:
-                finish = "stop"
-            out = RequestOutput(
-                req.request_id, [reply[(i - 1) % len(reply)]], [], finish, len(req.prompt_ids)
-            )
-            await self.service.on_message(OutputBatch(i, [out]))
-            if finish:
-                return
+from tests.fake_scheduler import EchoScheduler, reply_for
 
 
 @pytest.fixture(scope="module")

@@ -13,64 +13,15 @@ import zmq.asyncio
 from fastserve.protocol.client import ClientDelta, ClientError, ClientSubmit
 from fastserve.protocol.codec import Codec
 from fastserve.protocol.common import SamplingParams
-from fastserve.protocol.to_frontend import OutputBatch, RequestOutput
 from fastserve.protocol.to_scheduler import AbortRequest, SubmitRequest
 from fastserve.runtime.client import FastServeClient, FastServeError
 from fastserve.runtime.frontend.service import FrontendService
 from fastserve.runtime.frontend.tiny_model import write_tiny_model
 from fastserve.runtime.frontend.tokenizer import ModelTokenizer
 from fastserve.runtime.frontend.zmq_endpoint import ZmqClientEndpoint
+from tests.fake_scheduler import EchoScheduler, reply_for
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def reply_for(prompt_text: str) -> str:
-    """Each prompt gets its own reply, so crossed streams would show."""
-    return f"[{prompt_text[-6:]}] héllo 🙂"
-
-
-class FakeScheduler:
-    """Replies with reply_for(prompt), one token per OutputBatch, then "stop" (or "length").
-
-    A prompt containing HANG repeats tokens until aborted; one containing FAIL fails after
-    its first token.
-    """
-
-    def __init__(self, tok: ModelTokenizer) -> None:
-        self.tok = tok
-        self.service: FrontendService | None = None
-        self.submitted: list[SubmitRequest] = []
-        self.aborts: list[AbortRequest] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def send(self, msg: object) -> None:
-        if isinstance(msg, SubmitRequest):
-            self.submitted.append(msg)
-            task = asyncio.get_running_loop().create_task(self._answer(msg))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        elif isinstance(msg, AbortRequest):
-            self.aborts.append(msg)
-
-    async def _answer(self, req: SubmitRequest) -> None:
-        assert self.service is not None
-        prompt = self.tok.decode(req.prompt_ids)
-        reply = self.tok.encode(reply_for(prompt))
-        for i in range(1, 10_000):
-            await asyncio.sleep(0.002)
-            if any(a.request_id == req.request_id for a in self.aborts):
-                return
-            out = RequestOutput(req.request_id, [reply[(i - 1) % len(reply)]], [], None)
-            out.num_prompt_tokens = len(req.prompt_ids)
-            if "FAIL" in prompt and i == 2:
-                out.token_ids, out.finish_reason, out.error = [], "error", "worker exploded"
-            elif i == req.sampling.max_tokens:
-                out.finish_reason = "length"
-            elif i == len(reply) and "HANG" not in prompt:
-                out.finish_reason = "stop"
-            await self.service.on_message(OutputBatch(i, [out]))
-            if out.finish_reason:
-                return
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +31,7 @@ def tok(tmp_path_factory: pytest.TempPathFactory) -> ModelTokenizer:
 
 @pytest.fixture
 async def env(tok, tmp_path):
-    fake = FakeScheduler(tok)
+    fake = EchoScheduler(tok)
     service = FrontendService(
         fake.send, tokenizer=tok, served_model_name="tiny", default_max_tokens=64
     )
