@@ -49,6 +49,7 @@ class SchedulerActor(Actor):
         self._last_stats: SchedulerStats | None = None
         self._stats_sent_at = 0.0
         self.swap_wait_s = 0.0  # seconds ticks waited on copies, as reported by workers
+        self.busy_s = 0.0  # seconds workers spent executing ticks
         self.handlers = {
             SubmitRequest: self._on_submit,
             AbortRequest: self._on_abort,
@@ -81,6 +82,7 @@ class SchedulerActor(Actor):
 
     async def _on_result(self, result: StepResult) -> None:
         self.swap_wait_s += result.swap_wait_s
+        self.busy_s += result.compute_s
         self._outputs += self.core.update(result, self.clock())
 
     async def _on_failed(self, failed: StepFailed) -> None:
@@ -148,6 +150,8 @@ class SchedulerActor(Actor):
             swaps.num_offloads,
             swaps.num_uploads,
             swaps.num_recomputes,
+            round(self.busy_s, 6),
+            round(self.swap_wait_s, 6),
         )
 
     async def _send_stats(self) -> None:

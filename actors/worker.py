@@ -49,6 +49,11 @@ class Runner(Protocol):
         """Start copying a job's blocks host -> device."""
         ...
 
+    @property
+    def swap_wait_s(self) -> float:
+        """Total seconds forwards have waited for uploads."""
+        ...
+
 
 @dataclass
 class _Copy:
@@ -85,6 +90,7 @@ class WorkerActor(Actor):
         self.reports_tokens = reports_tokens
         self.fail_fast = fail_fast
         self.table = WorkerJobTable()
+        self._swap_wait_seen = 0.0  # runner.swap_wait_s already reported
         self._ticks: deque[TickPlan] = deque()
         self._copies: list[_Copy] = []
         self.handlers = {TickPlan: self._on_tick, Shutdown: self._on_shutdown}
@@ -134,7 +140,11 @@ class WorkerActor(Actor):
         elapsed = time.perf_counter() - start
         if self.reports_tokens:
             tokens = [SampledToken(t.request_id, t.token_id, t.logprob) for t in sampled]
-            await self.to_scheduler.send(StepResult(plan.tick, self.rank, tokens, elapsed))
+            waited = self.runner.swap_wait_s - self._swap_wait_seen
+            self._swap_wait_seen = self.runner.swap_wait_s
+            await self.to_scheduler.send(
+                StepResult(plan.tick, self.rank, tokens, elapsed, swap_wait_s=waited)
+            )
         self.log.debug(
             "tick_done",
             tick=plan.tick,

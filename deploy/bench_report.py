@@ -46,6 +46,10 @@ def real_summary(
             ),
             "max_send_lag_s": max((r.arrival - r.scheduled for r in results), default=0.0),
             "elapsed_s": elapsed,
+            # Target: iterations wait on KV copies for under 5% of the run.
+            "swap_wait_fraction": counters.get("swap_wait_seconds", 0.0) / elapsed
+            if elapsed > 0
+            else 0.0,
             "jcts": [r.finish - r.arrival for r in ok if r.finish is not None],
         }
     )
@@ -141,6 +145,7 @@ def single_table(summary: dict[str, Any]) -> str:
     for key in (
         "num_requests", "num_failed", "throughput_tokens_per_s", "throughput_requests_per_s",
         "preemptions", "swaps", "offloads", "uploads", "recomputes", "elapsed_s", "max_send_lag_s",
+        "busy_seconds", "swap_wait_seconds", "swap_wait_fraction",
     ):  # fmt: skip
         if key in summary:
             lines.append(f"{key:22s} {_cell(summary[key], 1.0):>9s}")

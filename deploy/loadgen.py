@@ -27,7 +27,7 @@ from fastserve.runtime.sim.metrics import RequestRecord
 from fastserve.runtime.sim.workload import Request
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-COUNTERS = ("preemptions", "offloads", "uploads", "recomputes")
+COUNTERS = ("preemptions", "offloads", "uploads", "recomputes", "busy_seconds", "swap_wait_seconds")
 
 
 def check_local_url(url: str) -> str:

@@ -39,3 +39,5 @@ class SchedulerStats:
     offloads: int  # completed device -> host KV moves, total
     uploads: int  # completed host -> device KV moves, total
     recomputes: int  # jobs whose KV was dropped for lack of any room, total
+    busy_seconds: float  # worker forward time summed over ticks, total
+    swap_wait_seconds: float  # of which spent waiting for KV copies to finish, total

@@ -83,13 +83,21 @@ def _scalar(lines: list[str], name: str, kind: str, help_text: str, value: float
     lines += [f"# HELP {full} {help_text}", f"# TYPE {full} {kind}", f"{full} {value}"]
 
 
+_GAUGES = {
+    "tick",
+    "jobs",
+    "free_device_blocks",
+    "total_device_blocks",
+    "free_host_blocks",
+    "total_host_blocks",
+}
+
+
 def _scheduler_lines(stats: SchedulerStats) -> list[str]:
     """Every SchedulerStats field as fastserve_scheduler_<field>; totals are counters."""
     lines = []
     for f in fields(stats):
         name = f"fastserve_scheduler_{f.name}"
-        kind = (
-            "counter" if f.name in ("preemptions", "offloads", "uploads", "recomputes") else "gauge"
-        )
+        kind = "gauge" if f.name in _GAUGES else "counter"
         lines += [f"# TYPE {name} {kind}", f"{name} {getattr(stats, f.name)}"]
     return lines

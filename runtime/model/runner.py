@@ -7,6 +7,7 @@ where the job's KV lives (block table) and whether to sample.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,7 @@ class ModelRunner:
         self.device_pool = DeviceKVPool(self.kv_spec, num_device_blocks, self.device)
         self.host_pool = HostKVPool(self.kv_spec, num_host_blocks)
         self.swapper = BlockSwapper(self.device_pool, self.host_pool)
+        self.swap_wait_s = 0.0  # total seconds forwards waited for uploads into their blocks
         self.sampler = Sampler(self.config.eos_token_ids, self.device, seed)
         self._kv_layers = [
             (self.device_pool.key_blocks(i), self.device_pool.value_blocks(i))
@@ -192,7 +194,9 @@ class ModelRunner:
             self.device,
         )
         if self.swapper.has_pending_uploads():
+            fence_start = time.perf_counter()
             self.swapper.fence_uploads({b for e in ordered for b in e.block_table})
+            self.swap_wait_s += time.perf_counter() - fence_start
         input_ids = torch.tensor(ids, dtype=torch.long).to(self.device, non_blocking=True)
         row_t = torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
         logits = self.model.forward(input_ids, meta, self._kv_layers, row_t)

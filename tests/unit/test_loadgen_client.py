@@ -82,6 +82,8 @@ fastserve_frontend_requests_finished_total{finish_reason="length"} 12
 fastserve_scheduler_preemptions 7
 fastserve_scheduler_offloads 3
 fastserve_scheduler_uploads 2
+fastserve_scheduler_busy_seconds 40.5
+fastserve_scheduler_swap_wait_seconds 0.25
 fastserve_scheduler_jobs 0
 """
 
@@ -90,7 +92,29 @@ def test_metrics_parsing_and_counter_deltas() -> None:
     m = parse_metrics(METRICS)
     assert m['fastserve_frontend_requests_finished_total{finish_reason="length"}'] == 12
     before = scheduler_counters(m)
-    assert before == {"preemptions": 7, "offloads": 3, "uploads": 2, "recomputes": 0}
-    after = {"preemptions": 10, "offloads": 5, "uploads": 5, "recomputes": 1}
+    assert before == {
+        "preemptions": 7,
+        "offloads": 3,
+        "uploads": 2,
+        "recomputes": 0,
+        "busy_seconds": 40.5,
+        "swap_wait_seconds": 0.25,
+    }
+    after = {
+        "preemptions": 10,
+        "offloads": 5,
+        "uploads": 5,
+        "recomputes": 1,
+        "busy_seconds": 50.5,
+        "swap_wait_seconds": 0.5,
+    }
     delta = counter_delta(before, after)
-    assert delta == {"preemptions": 3, "offloads": 2, "uploads": 3, "recomputes": 1, "swaps": 5}
+    assert delta == {
+        "preemptions": 3,
+        "offloads": 2,
+        "uploads": 3,
+        "recomputes": 1,
+        "busy_seconds": 10.0,
+        "swap_wait_seconds": 0.25,
+        "swaps": 5,
+    }
