@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from tests.model_fixtures import make_tiny_llama_dir
-from tests.process.test_server_processes import _alive, stream_completion
+from tests.process.test_server_processes import _alive, kill_during_streams, stream_completion
 from tests.server_harness import descendants, free_port
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -119,22 +119,7 @@ def test_killed_worker_on_node_1_fails_requests_and_both_launches(cluster):
     tree = {p: t for n in nodes for p, t in descendants(n.proc.pid).items()}
     victim = next(p for p, t in tree.items() if "fastserve-worker-3" in t)
 
-    async def scenario():
-        started = asyncio.Event()
-
-        async def one(s):
-            try:
-                return await stream_completion(s, url, _body("x " * 20, 200), started.set)
-            except aiohttp.ClientError as exc:
-                return ("", None, {"message": f"connection closed: {exc}"})
-
-        async with aiohttp.ClientSession() as s:
-            tasks = [asyncio.ensure_future(one(s)) for _ in range(3)]
-            await asyncio.wait_for(started.wait(), 60)
-            os.kill(victim, signal.SIGKILL)
-            return await asyncio.wait_for(asyncio.gather(*tasks), 60)
-
-    results = asyncio.run(scenario())
+    results = kill_during_streams(url, _body("x " * 20, 200), 3, victim)
     assert all(f != "length" and e is not None for _, f, e in results), results
     assert nodes[1].proc.wait(60) != 0
     assert nodes[0].proc.wait(60) != 0

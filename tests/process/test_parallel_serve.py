@@ -5,15 +5,18 @@ with an error and brings every process down."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
 
 import aiohttp
 import pytest
 
 from tests.model_fixtures import make_tiny_llama_dir
-from tests.process.test_server_processes import _alive, server_args, stream_completion
+from tests.process.test_server_processes import (
+    _alive,
+    kill_during_streams,
+    server_args,
+    stream_completion,
+)
 from tests.server_harness import ServerProcess, descendants
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -71,23 +74,8 @@ def test_killed_worker_fails_every_request_and_every_process(tiny_dir, tmp_path)
         tree = descendants(server.proc.pid)
         victim = next(p for p, t in tree.items() if "fastserve-worker-1" in t)
 
-        async def scenario():
-            started = asyncio.Event()
-            body = {"prompt": "x " * 20, "max_tokens": 200, "temperature": 0, "ignore_eos": True}
-
-            async def one(s):
-                try:
-                    return await stream_completion(s, server.url, body, started.set)
-                except aiohttp.ClientError as exc:
-                    return ("", None, {"message": f"connection closed: {exc}"})
-
-            async with aiohttp.ClientSession() as s:
-                tasks = [asyncio.ensure_future(one(s)) for _ in range(4)]
-                await asyncio.wait_for(started.wait(), 60)
-                os.kill(victim, signal.SIGKILL)
-                return await asyncio.wait_for(asyncio.gather(*tasks), 60)
-
-        results = asyncio.run(scenario())
+        body = {"prompt": "x " * 20, "max_tokens": 200, "temperature": 0, "ignore_eos": True}
+        results = kill_during_streams(server.url, body, 4, victim)
         # No stream hangs and none completes: each ends with an error.
         assert all(f != "length" and e is not None for _, f, e in results), results
         assert server.proc.wait(60) != 0

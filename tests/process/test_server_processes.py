@@ -60,6 +60,28 @@ async def stream_completion(session, url, body, on_first_chunk=None):
     return text, finish, error
 
 
+def kill_during_streams(url, body, n, victim):
+    """Start `n` streaming completions, SIGKILL process `victim` once the first token
+    arrives, and return each stream's (text, finish_reason, error)."""
+
+    async def scenario():
+        started = asyncio.Event()
+
+        async def one(s):
+            try:
+                return await stream_completion(s, url, body, started.set)
+            except aiohttp.ClientError as exc:
+                return ("", None, {"message": f"connection closed: {exc}"})
+
+        async with aiohttp.ClientSession() as s:
+            tasks = [asyncio.ensure_future(one(s)) for _ in range(n)]
+            await asyncio.wait_for(started.wait(), 60)
+            os.kill(victim, signal.SIGKILL)
+            return await asyncio.wait_for(asyncio.gather(*tasks), 60)
+
+    return asyncio.run(scenario())
+
+
 def test_process_tree_serves_and_stops_cleanly(tiny_dir, tmp_path):
     with ServerProcess(server_args(tiny_dir), tmp_path) as server:
         titles = descendants(server.proc.pid).values()
