@@ -79,7 +79,7 @@ def _decode_one(
     # The query heads sharing a kv head act as that head's queries; all keys are visible.
     qg = q.view(1, kv_heads, heads // kv_heads, dim)
     k, v = k[:, : dm.single_len].unsqueeze(0), v[:, : dm.single_len].unsqueeze(0)
-    return F.scaled_dot_product_attention(qg, k, v, scale=scale).view(1, heads, dim)
+    return F.scaled_dot_product_attention(qg, k, v, scale=scale).reshape(1, heads, dim)
 
 
 def decode_attention(
