@@ -53,6 +53,7 @@ from fastserve.deploy.simulate_cmd import (
     run_rate,
     run_sim,
 )
+from fastserve.runtime.sched.registry import make_policy_from_spec
 from fastserve.runtime.sim.workload import Request
 
 
@@ -87,7 +88,11 @@ def register(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", default="bench_results/bench.json")
     g.add_argument("--figure", default=None, help="PNG path (default: beside --out)")
     c = p.add_argument_group("policy comparison (starts its own servers)")
-    c.add_argument("--compare-policies", default=None, help="e.g. fcfs,skip-join-mlfq,oracle")
+    c.add_argument(
+        "--compare-policies",
+        default=None,
+        help="e.g. fcfs,skip-join-mlfq,oracle,gittins:ignore_max_tokens=true (NAME:KEY=VALUE...)",
+    )
     c.add_argument("--rates", type=_floats, default=None, help="req/s, comma-separated")
     c.add_argument("--server-threads", type=int, default=0, help="OMP_NUM_THREADS of servers")
     c.add_argument(
@@ -178,6 +183,8 @@ def run_compare(args: argparse.Namespace) -> int:
     w = resolve_workload_args(args)
     policies = policy_list(args.compare_policies)
     cost, source = load_cost_model(args)
+    for spec in policies:  # fail on a bad name or option now, not after the first servers
+        make_policy_from_spec(spec, cost)
     kw = engine_kwargs(args)
     print(f"cost model (simulation): {source}")
     rates, notes = resolve_rates(args, w, cost, kw)
@@ -190,7 +197,7 @@ def run_compare(args: argparse.Namespace) -> int:
     out_dir = Path(args.out).parent
     runs: list[dict[str, Any]] = []
     for policy in policies:
-        log = out_dir / "logs" / f"serve-{policy}.log"
+        log = out_dir / "logs" / f"serve-{policy.replace(':', '_').replace('=', '-')}.log"
         ready = time.perf_counter()
         with running_server(
             policy, server_args(args), log, threads=args.server_threads,

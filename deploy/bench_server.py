@@ -28,7 +28,10 @@ def free_port() -> int:
 
 
 def serve_command(policy: str, port: int, server_args: Sequence[str]) -> list[str]:
-    """The `fastserve serve` command line (with this interpreter) for one policy."""
+    """The `fastserve serve` command line (with this interpreter) for one policy spec
+    (`NAME[:KEY=VALUE...]`: the options become --policy-option flags)."""
+    name, _, rest = policy.partition(":")
+    options = [f"--policy-option={item}" for item in rest.split(":") if item]
     return [
         sys.executable,
         "-m",
@@ -39,7 +42,8 @@ def serve_command(policy: str, port: int, server_args: Sequence[str]) -> list[st
         "--port",
         str(port),
         "--policy",
-        policy,
+        name,
+        *options,
         *server_args,
     ]
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from fastserve.runtime.config import ServerConfig
+from fastserve.runtime.sched.registry import parse_option_value
 
 
 def add_server_args(p: argparse.ArgumentParser) -> None:
@@ -76,10 +76,7 @@ def parse_policy_options(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise SystemExit(f"--policy-option needs KEY=VALUE, got {item!r}")
-        try:
-            options[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key.strip()] = raw
+        options[key.strip()] = parse_option_value(raw)
     return options
 
 

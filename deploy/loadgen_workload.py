@@ -63,8 +63,9 @@ BASE: dict[str, Any] = {
     "seed": 0,
 }
 PRESETS: dict[str, dict[str, Any]] = {
-    # Issue target 1: Azure arrivals, lognormal outputs with CV 3 (capped).
-    "heavy-tailed": {"lengths": "lognormal"},
+    # Issue target 1: Azure arrivals, lognormal outputs with CV 3, capped at 1024 so that
+    # the lengths drawn keep a CV of at least 2 (a cap of 256 left ~1.8).
+    "heavy-tailed": {"lengths": "lognormal", "max_output": 1024},
     # Issue target 2: the trace as it is, lengths scaled (low variance: CV ~0.8).
     "azure": {},
     # Skip-join against plain MLFQ: 10% of prompts ~20x longer, heavy-tailed outputs.
@@ -74,6 +75,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_prompt": 1024,
         "lengths": "lognormal",
     },
+    # Gittins' case: 80% short outputs, 20% twenty times longer.
+    "bimodal": {"lengths": "bimodal", "p_long": 0.2, "bimodal_ratio": 20.0},
 }
 
 

@@ -29,7 +29,7 @@ from fastserve.deploy.loadgen_workload import (
 )
 from fastserve.deploy.profile_cmd import cached_cost_model
 from fastserve.runtime.sched.cost_model import CostModel
-from fastserve.runtime.sched.registry import canonical_policy_name, make_policy
+from fastserve.runtime.sched.registry import canonical_policy_spec, make_policy_from_spec
 from fastserve.runtime.sim.simulator import simulate, unloaded_jct
 from fastserve.runtime.sim.workload import Request, describe
 
@@ -41,7 +41,8 @@ def _floats(text: str) -> list[float]:
 
 
 def policy_list(text: str) -> list[str]:
-    return [canonical_policy_name(p) for p in text.split(",") if p.strip()]
+    """Comma-separated policy specs (`NAME[:KEY=VALUE...]`), names made canonical."""
+    return [canonical_policy_spec(p) for p in text.split(",") if p.strip()]
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -88,7 +89,7 @@ def run_sim(
     workload: list[Request], policy: str, cost: CostModel, kw: dict[str, Any]
 ) -> dict[str, Any]:
     start = time.perf_counter()
-    res = simulate(workload, make_policy(policy, cost), cost, **kw)
+    res = simulate(workload, make_policy_from_spec(policy, cost), cost, **kw)
     return sim_summary(res, time.perf_counter() - start)
 
 
@@ -120,7 +121,9 @@ def calibrate_rate(
 def register(p: argparse.ArgumentParser) -> None:
     add_workload_args(p, num_requests=2000)
     add_engine_args(p)
-    p.add_argument("--policies", default=DEFAULT_POLICIES, help="comma-separated")
+    p.add_argument(
+        "--policies", default=DEFAULT_POLICIES, help="comma-separated NAME[:KEY=VALUE...]"
+    )
     p.add_argument("--rates", type=_floats, default=None, help="req/s, comma-separated")
     p.add_argument("--out", default="bench_results/simulate.json")
     p.add_argument("--figure", default=None, help="PNG path (JCT CDF; JCT against rate)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -54,3 +55,35 @@ def make_policy(name: str, cost_model: CostModel | None = None, **options: Any) 
     """A fresh policy. MLFQ options are SkipJoinMLFQ's keyword arguments; skip-join needs
     `cost_model` (prefill estimates), plain MLFQ uses it only for its base quantum."""
     return _FACTORIES[canonical_policy_name(name)](cost_model, **options)
+
+
+def parse_option_value(raw: str) -> Any:
+    """A policy option's value: JSON (numbers, true/false, quoted strings), else the text."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def parse_policy_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """`NAME[:KEY=VALUE[:KEY=VALUE...]]` -> (canonical name, options), for commands that
+    compare policies, e.g. `gittins:ignore_max_tokens=true:num_levels=8`."""
+    name, *items = spec.strip().split(":")
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"policy option must be KEY=VALUE, got {item!r} in {spec!r}")
+        options[key.strip()] = parse_option_value(raw)
+    return canonical_policy_name(name), options
+
+
+def canonical_policy_spec(spec: str) -> str:
+    """`spec` with the policy's registry name (options kept as written)."""
+    name, _, rest = spec.strip().partition(":")
+    return canonical_policy_name(name) + (f":{rest}" if rest else "")
+
+
+def make_policy_from_spec(spec: str, cost_model: CostModel | None = None) -> SchedulingPolicy:
+    name, options = parse_policy_spec(spec)
+    return make_policy(name, cost_model, **options)

@@ -49,3 +49,36 @@ def test_registry_names_aliases_and_errors() -> None:
         make_policy("fcfs", COST, num_queues=3)
     with pytest.raises(ValueError, match="cost model"):
         make_policy("skip-join-mlfq")
+
+
+def test_policy_specs_carry_options_to_the_policy_and_the_server_command() -> None:
+    from fastserve.deploy.bench_server import serve_command
+    from fastserve.runtime.sched.registry import (
+        canonical_policy_spec,
+        make_policy_from_spec,
+        parse_policy_spec,
+    )
+
+    spec = "Skip_Join:num_queues=3:queue_order=arrival:starvation_threshold=2.5"
+    assert parse_policy_spec(spec) == (
+        "skip-join-mlfq",
+        {"num_queues": 3, "queue_order": "arrival", "starvation_threshold": 2.5},
+    )
+    assert canonical_policy_spec("FIFO") == "fcfs"
+    assert canonical_policy_spec("gittins:ignore_max_tokens=true").endswith("=true")
+    p = make_policy_from_spec(spec, COST)
+    assert isinstance(p, SkipJoinMLFQ) and p.num_queues == 3 and p.queue_order == "arrival"
+    cmd = serve_command("gittins:ignore_max_tokens=true:num_levels=8", 8123, ["--dtype", "float32"])
+    i = cmd.index("--policy")
+    assert cmd[i + 1 : i + 4] == [
+        "gittins",
+        "--policy-option=ignore_max_tokens=true",
+        "--policy-option=num_levels=8",
+    ]
+    assert cmd[-2:] == ["--dtype", "float32"]
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_policy_spec("mlfq:num_queues")
+    with pytest.raises(ValueError, match="unknown scheduling policy"):
+        parse_policy_spec("lifo:x=1")
+    with pytest.raises(TypeError):
+        make_policy_from_spec("skip-join-mlfq:no_such_knob=1", COST)
