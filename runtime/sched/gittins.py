@@ -88,6 +88,7 @@ class GittinsPolicy(SchedulingPolicy):
         class_by: str | Callable[[Job], Hashable] | None = None,
         max_cap_tables: int = 64,
         ignore_max_tokens: bool = False,
+        length_smoothing: float = 0.0,
         mlfq_options: dict[str, Any] | None = None,
     ) -> None:
         """See the module doc. `class_by`: None (one class), "max_tokens", or a function
@@ -95,6 +96,7 @@ class GittinsPolicy(SchedulingPolicy):
         `ignore_max_tokens`: for benchmarks that force each length with max_tokens and
         ignore_eos. The cap is then the length itself: reading it would make this an
         oracle, and counting "length" ends as censored would leave nothing to learn.
+        `length_smoothing`: h of the log-scale kernel over learned lengths (length_dist).
         `mlfq_options` go to the skip-join MLFQ used before enough requests finished."""
         if not 2 <= num_levels <= 64 or min_completions < 1 or rebuild_every < 1:
             raise ValueError("need 2 <= num_levels <= 64, min_completions, rebuild_every >= 1")
@@ -123,6 +125,7 @@ class GittinsPolicy(SchedulingPolicy):
             max_bins=max_bins,
             max_cap_tables=max_cap_tables,
             log=self.log,
+            smoothing=length_smoothing,
         )
         mlfq_cls = SkipJoinMLFQ if cost_model is not None else PlainMLFQ
         opts = {"starvation_threshold": starvation_threshold, **(mlfq_options or {})}

@@ -41,6 +41,7 @@ class GittinsModel:
         max_bins: int,
         max_cap_tables: int,
         log: Any,
+        smoothing: float = 0.0,
     ) -> None:
         self.num_levels = num_levels
         self.window = window
@@ -48,6 +49,7 @@ class GittinsModel:
         self.max_output_len = max_output_len
         self.width = bin_width(max_output_len, max_bins)
         self.max_cap_tables = max_cap_tables
+        self.smoothing = smoothing
         self.log = log
         self.classes: dict[Hashable, _Class] = {POOLED: self._new_class()}
         self.levels: Levels | None = None  # None until the first successful rebuild
@@ -110,7 +112,7 @@ class GittinsModel:
         return True
 
     def _new_class(self) -> _Class:
-        return _Class(LengthWindow(self.window, self.max_output_len))
+        return _Class(LengthWindow(self.window, self.max_output_len, self.smoothing))
 
     def _cap_table(self, cls: _Class, cap: int) -> CapTable:
         table = cls.tables.get(cap)

@@ -12,6 +12,12 @@ Counting only finished requests would bias the estimate short (long requests are
 still running, most of all under a policy that favours short ones), so censored
 observations enter a Kaplan-Meier estimate of the survival function.
 
+A window of a few hundred lengths is a spiky histogram, and a spike at length n makes the
+Gittins index jump at age n (a job there "probably ends now"), so jobs of neighbouring ages
+swap levels at random. `smoothing` h spreads each length n's mass evenly over
+[n / (1 + h), n * (1 + h)] before the index is built: a log-scale kernel, exact for short
+lengths, wider for long ones, where the samples are sparse.
+
 Past the largest observation the data say nothing; the estimate puts the mass KM leaves
 there, or 1/(finished + 1) (rule of succession) when KM leaves none, on a log-uniform tail
 up to `max_len`. That keeps the index defined for every age (see gittins_table), and a
@@ -72,10 +78,14 @@ def _moments(pmf: np.ndarray) -> tuple[float, float]:
 class LengthWindow:
     """The newest `window` observations of one class of requests."""
 
-    def __init__(self, window: int, max_len: int) -> None:
-        if window < 1 or max_len < 1:
-            raise ValueError(f"need window >= 1 and max_len >= 1, got {window}, {max_len}")
+    def __init__(self, window: int, max_len: int, smoothing: float = 0.0) -> None:
+        if window < 1 or max_len < 1 or smoothing < 0:
+            raise ValueError(
+                f"need window >= 1, max_len >= 1, smoothing >= 0; got {window}, {max_len}, "
+                f"{smoothing}"
+            )
         self.max_len = max_len
+        self.smoothing = smoothing
         # (value, censored): censored means N > value, else N == value.
         self._obs: deque[tuple[int, bool]] = deque(maxlen=window)
         self.num_finished = 0  # uncensored observations in the window
@@ -130,6 +140,8 @@ class LengthWindow:
         largest = int(observed[-1]) if len(observed) else 0
         pmf = np.zeros(m + 1)
         pmf[1 : largest + 1] = survival[:largest] - survival[1 : largest + 1]
+        if self.smoothing > 0:
+            pmf = log_smooth(pmf, self.smoothing)
         tail = float(survival[largest]) if largest > 0 else 1.0
         if largest < m and tail <= 0.0:
             tail = 1.0 / (len(events) + 1)
@@ -141,3 +153,19 @@ class LengthWindow:
             pmf[largest + 1 :] = tail * (1.0 / t) / (1.0 / t).sum()
         pmf /= pmf.sum()
         return LengthDist(pmf, len(events), len(cens), largest, tail)
+
+
+def log_smooth(pmf: np.ndarray, h: float) -> np.ndarray:
+    """Each t's mass spread evenly over [t / (1 + h), t * (1 + h)] (within 1..len - 1)."""
+    m = len(pmf) - 1
+    t = np.nonzero(pmf)[0]
+    lo = np.maximum(1, np.ceil(t / (1.0 + h)).astype(np.int64))
+    hi = np.minimum(m, np.floor(t * (1.0 + h)).astype(np.int64))
+    hi = np.maximum(hi, lo)
+    share = pmf[t] / (hi - lo + 1)
+    diff = np.zeros(m + 2)
+    np.add.at(diff, lo, share)
+    np.add.at(diff, hi + 1, -share)
+    out = np.cumsum(diff[: m + 1])
+    out[0] = 0.0
+    return np.clip(out, 0.0, None)

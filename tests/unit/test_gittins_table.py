@@ -160,3 +160,39 @@ def test_bins_keep_tables_small() -> None:
         # A sup over bin boundaries only: never above the exact one, and close to it.
         assert table.at(k) <= exact.at(k - k % 8) * (1 + 1e-9)
         assert math.isclose(table.at(k), exact.at(k - k % 8), rel_tol=0.05)
+
+
+def test_log_smoothing_keeps_mass_and_short_lengths_and_widens_with_length() -> None:
+    from fastserve.runtime.sched.length_dist import log_smooth
+
+    pmf = np.zeros(301)
+    pmf[[1, 2, 100, 200]] = [0.1, 0.2, 0.3, 0.4]
+    out = log_smooth(pmf, 0.5)
+    assert out.sum() == pytest.approx(1.0) and out[0] == 0.0
+    assert out[1] == pytest.approx(0.1)  # [1/1.5, 1.5] holds only 1
+    assert out[2] == pytest.approx(0.2 / 2 + 0.3 * 0 + 0)  # 2 -> [2, 3]
+    spread = np.nonzero(log_smooth(np.eye(301)[100], 0.5))[0]
+    assert (spread[0], spread[-1]) == (67, 150)
+    assert np.nonzero(log_smooth(np.eye(301)[200], 0.5))[0][-1] == 300  # cut at max_len
+
+
+def test_smoothing_steadies_the_levels_of_a_sampled_heavy_tail() -> None:
+    """200 lognormal lengths (CV ~3): the raw histogram's spikes make a job's level jump
+    up and down with age; the smoothed estimate's levels change far less often."""
+    rng = np.random.default_rng(0)
+    sample = np.minimum(np.maximum(1, rng.lognormal(2.3, 1.5, 200).astype(int)), 1024)
+
+    def level_changes(h: float) -> int:
+        window = LengthWindow(500, 1024, smoothing=h)
+        for n in sample:
+            window.observe(int(n), censored=False)
+        dist = window.estimate()
+        table = build_cap_table(dist, 1024, 1)
+        levels = Levels.fit(table, dist, 12)
+        by_age = [levels.level(table.at(k)) for k in range(1, 400)]
+        return sum(a != b for a, b in zip(by_age, by_age[1:], strict=False))
+
+    raw, smooth = level_changes(0.0), level_changes(0.5)
+    assert smooth < raw / 2, (raw, smooth)
+    with pytest.raises(ValueError):
+        LengthWindow(10, 100, smoothing=-0.1)
