@@ -11,6 +11,10 @@ lengths are uniform, LAS-like where they are heavy tailed, better than both in b
   every `rebuild_every` ended requests or `rebuild_interval` seconds (if any ended).
   Defaults (window 500, every 50) were picked in benchmarks/sim_gittins.py: a 1000 window
   was as good on stationary workloads but slower to follow a switch to heavy tails.
+  The learned histogram is smoothed on a log scale (`length_smoothing` 0.5, length_dist):
+  with the measured CPU profile, 300 requests, 3 seeds, it took mean JCT on the Azure
+  trace from 1.02x to 0.97x FCFS's and normalized latency on heavy tails from 1.20x to
+  1.14x skip-join's, bimodal unchanged; window sizes 150-500 changed little.
 - Tables (gittins_table): index by tokens generated, one per `max_tokens` cap (the cap
   ends the distribution), O(M) hull each, built lazily and cached until the next rebuild.
 - Service: tokens generated. Before its first token a job's index charges its remaining
@@ -88,7 +92,7 @@ class GittinsPolicy(SchedulingPolicy):
         class_by: str | Callable[[Job], Hashable] | None = None,
         max_cap_tables: int = 64,
         ignore_max_tokens: bool = False,
-        length_smoothing: float = 0.0,
+        length_smoothing: float = 0.5,
         mlfq_options: dict[str, Any] | None = None,
     ) -> None:
         """See the module doc. `class_by`: None (one class), "max_tokens", or a function

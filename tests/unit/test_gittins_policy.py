@@ -42,7 +42,7 @@ def order(p: GittinsPolicy, now: float = 0.0) -> list[Job]:
 
 def test_falls_back_to_skip_join_then_switches_and_logs() -> None:
     with capture_logs() as logs:
-        p = GittinsPolicy(COST, min_completions=20)
+        p = GittinsPolicy(COST, min_completions=20, length_smoothing=0.0)  # exact moments
         ref = SkipJoinMLFQ(COST, starvation_threshold=p.starvation_threshold)
         jobs = [job(prompt=n, arrival=0.1 * i) for i, n in enumerate((10, 3000, 50, 700))]
         twins = [job(prompt=len(j.prompt_ids), arrival=j.arrival) for j in jobs]
@@ -119,7 +119,8 @@ def test_starved_job_is_boosted_then_returns() -> None:
 
 
 def test_max_tokens_cuts_the_distribution() -> None:
-    p = GittinsPolicy(COST, min_completions=50)
+    # Unsmoothed: the raw sample's young ages sit below the top level (smoothing lifts them).
+    p = GittinsPolicy(COST, min_completions=50, length_smoothing=0.0)
     teach(p, [int(x) for x in lognormal_lengths(200, 100, 2.0, 0)])
     capped = job(max_tokens=20, tokens=19)  # one token left, for sure
     free = job(max_tokens=2048, tokens=19)
@@ -127,10 +128,17 @@ def test_max_tokens_cuts_the_distribution() -> None:
     p.add(free, 0.0)
     assert p.index(capped) == pytest.approx(1.0)
     assert order(p) == [capped, free] and capped.level == 0 < free.level
+    smoothed = GittinsPolicy(COST, min_completions=50)  # the default smooths: the cap still cuts
+    assert smoothed.model.smoothing > 0
+    teach(smoothed, [int(x) for x in lognormal_lengths(200, 100, 2.0, 0)])
+    capped2, free2 = job(max_tokens=20, tokens=19), job(max_tokens=2048, tokens=19)
+    smoothed.add(free2, 0.0)  # added first: only the index can put capped2 ahead
+    smoothed.add(capped2, 0.0)
+    assert smoothed.index(capped2) == pytest.approx(1.0) > smoothed.index(free2)
 
 
 def test_ignore_max_tokens_for_forced_length_benchmarks() -> None:
-    p = GittinsPolicy(COST, min_completions=20, ignore_max_tokens=True)
+    p = GittinsPolicy(COST, min_completions=20, ignore_max_tokens=True, length_smoothing=0.0)
     for n in [30] * 20:  # forced lengths end by their cap: still finished requests
         j = job(max_tokens=n, tokens=n)
         p.add(j, 0.0)
