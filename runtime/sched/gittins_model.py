@@ -148,6 +148,7 @@ class GittinsModel:
             largest_seen=dist.largest_seen,
             tail_mass=round(dist.tail_mass, 5),
             levels=levels.num_levels,
+            smoothing=self.smoothing,
             index_range=[round(math.exp(levels.log_lo), 6), round(math.exp(levels.log_hi), 6)],
             level_by_age=runs[:32],
         )

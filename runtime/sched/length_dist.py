@@ -47,6 +47,9 @@ class LengthDist:
     num_censored: int  # censored observations used (aborted, capped, in flight)
     largest_seen: int  # largest observed value (events and censoring points)
     tail_mass: float  # mass put past `largest_seen` on the log-uniform tail
+    # Mean and CV of the observations (Kaplan-Meier, before smoothing and tail); None:
+    # computed from `pmf` up to `largest_seen`.
+    observed: tuple[float, float] | None = None
 
     @property
     def max_len(self) -> int:
@@ -62,6 +65,8 @@ class LengthDist:
 
     def observed_moments(self) -> tuple[float, float]:
         """Mean and CV up to the largest observation (the assumed tail left out)."""
+        if self.observed is not None:
+            return self.observed
         return _moments(self.pmf[: self.largest_seen + 1])
 
 
@@ -140,6 +145,7 @@ class LengthWindow:
         largest = int(observed[-1]) if len(observed) else 0
         pmf = np.zeros(m + 1)
         pmf[1 : largest + 1] = survival[:largest] - survival[1 : largest + 1]
+        observed = _moments(pmf)
         if self.smoothing > 0:
             pmf = log_smooth(pmf, self.smoothing)
         tail = float(survival[largest]) if largest > 0 else 1.0
@@ -152,7 +158,7 @@ class LengthWindow:
             t = np.arange(largest + 1, m + 1, dtype=float)
             pmf[largest + 1 :] = tail * (1.0 / t) / (1.0 / t).sum()
         pmf /= pmf.sum()
-        return LengthDist(pmf, len(events), len(cens), largest, tail)
+        return LengthDist(pmf, len(events), len(cens), largest, tail, observed)
 
 
 def log_smooth(pmf: np.ndarray, h: float) -> np.ndarray:

@@ -42,7 +42,7 @@ def order(p: GittinsPolicy, now: float = 0.0) -> list[Job]:
 
 def test_falls_back_to_skip_join_then_switches_and_logs() -> None:
     with capture_logs() as logs:
-        p = GittinsPolicy(COST, min_completions=20, length_smoothing=0.0)  # exact moments
+        p = GittinsPolicy(COST, min_completions=20)
         ref = SkipJoinMLFQ(COST, starvation_threshold=p.starvation_threshold)
         jobs = [job(prompt=n, arrival=0.1 * i) for i, n in enumerate((10, 3000, 50, 700))]
         twins = [job(prompt=len(j.prompt_ids), arrival=j.arrival) for j in jobs]
