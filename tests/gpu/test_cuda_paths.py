@@ -5,22 +5,19 @@ machine with `pytest tests/gpu`.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 
 import pytest
 import torch
 
-from fastserve.deploy.inprocess import run_inprocess
 from fastserve.runtime import dist
-from fastserve.runtime.config import ServerConfig
-from fastserve.runtime.frontend.events import Delta, Finished
 from fastserve.runtime.kv.pools import DeviceKVPool, HostKVPool
 from fastserve.runtime.kv.spec import KVCacheSpec
 from fastserve.runtime.kv.swapper import BlockSwapper
 from fastserve.runtime.model.runner import ModelRunner
 from fastserve.tests.engine_driver import divergence_report, greedy_generate
 from tests.model_fixtures import make_tiny_llama_dir
+from tests.process.test_inprocess_server import run_all, tiny_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -64,44 +61,17 @@ def test_engine_on_cuda_gives_the_cpu_engines_greedy_tokens(tmp_path):
         assert report is None, report
 
 
-def _config(model: str, device_blocks: int, host_blocks: int) -> ServerConfig:
-    cfg = ServerConfig(model=model, served_model_name="tiny", device="cuda")
-    cfg.max_model_len = 256
-    cfg.cache.block_size = 4
-    cfg.cache.num_device_blocks = device_blocks
-    cfg.cache.num_host_blocks = host_blocks
-    cfg.scheduler.max_batch_jobs = 4
-    cfg.scheduler.policy = "skip-join-mlfq"
-    return cfg
-
-
-async def _generate_all(cfg: ServerConfig) -> tuple[list[list[int]], tuple[int, int, int]]:
-    async def one(service, prompt: str) -> list[int]:
-        body = {"prompt": prompt, "max_tokens": 24, "temperature": 0, "ignore_eos": True}
-        handle = await service.submit(service.parse("completion", body))
-        tokens: list[int] = []
-        async for event in handle:
-            if isinstance(event, Delta):
-                tokens += event.token_ids
-            else:
-                assert isinstance(event, Finished), event
-        return tokens
-
-    prompts = [f"prompt number {i} " * (1 + i % 5) for i in range(10)]
-    async with run_inprocess(cfg) as server:
-        tokens = await asyncio.gather(*(one(server.service, p) for p in prompts))
-        s = server.scheduler.core.swaps
-        return list(tokens), (s.num_offloads, s.num_uploads, s.num_recomputes)
-
-
 @pytest.mark.timeout(300)
 async def test_swapping_on_the_gpu_keeps_greedy_tokens(tmp_path):
-    model = str(make_tiny_llama_dir(tmp_path / "tiny"))
-    roomy, (off, up, _) = await _generate_all(_config(model, 512, 0))
-    assert off == up == 0
-    tight, (off, up, recompute) = await _generate_all(_config(model, 40, 400))
-    assert off > 0 and up > 0 and recompute == 0
-    assert tight == roomy
+    roomy_cfg = tiny_config(tmp_path)
+    tight_cfg = tiny_config(tmp_path, device=40, host=400, batch=4, policy="skip-join-mlfq")
+    for cfg in (roomy_cfg, tight_cfg):
+        cfg.device = "cuda"  # not "auto": this test must not pass on the CPU path
+    roomy, _ = await run_all(roomy_cfg, max_tokens=24)
+    tight, core = await run_all(tight_cfg, max_tokens=24)
+    assert core.swaps.num_offloads > 0 and core.swaps.num_uploads > 0
+    assert core.swaps.num_recomputes == 0
+    assert [t for t, _ in tight] == [t for t, _ in roomy]
 
 
 def test_nccl_group_is_chosen_for_cuda_workers():
