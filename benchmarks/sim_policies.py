@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from fastserve.deploy.loadgen_workload import DEFAULT_TRACE
 from fastserve.runtime.sched.cost_model import CostModel
 from fastserve.runtime.sched.mlfq import SkipJoinMLFQ
 from fastserve.runtime.sched.registry import make_policy
@@ -39,7 +40,6 @@ from fastserve.runtime.sim.workload import (
 )
 
 POLICIES = ("fcfs", "mlfq", "skip-join-mlfq", "oracle")
-DEFAULT_TRACE = "/work/shared/traces/azure_conv_2023.csv"
 
 
 @dataclass

@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from fastserve.runtime.sched.registry import split_policy_spec
+
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
@@ -30,8 +32,8 @@ def free_port() -> int:
 def serve_command(policy: str, port: int, server_args: Sequence[str]) -> list[str]:
     """The `fastserve serve` command line (with this interpreter) for one policy spec
     (`NAME[:KEY=VALUE...]`: the options become --policy-option flags)."""
-    name, _, rest = policy.partition(":")
-    options = [f"--policy-option={item}" for item in rest.split(":") if item]
+    name, items = split_policy_spec(policy)
+    options = [f"--policy-option={item}" for item in items if item]
     return [
         sys.executable,
         "-m",

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastserve.runtime.config import ServerConfig
-from fastserve.runtime.sched.registry import parse_option_value
+from fastserve.runtime.sched.registry import parse_option_items
 
 
 def add_server_args(p: argparse.ArgumentParser) -> None:
@@ -71,13 +71,10 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
 
 def parse_policy_options(items: list[str]) -> dict[str, Any]:
     """`KEY=VALUE` pairs; VALUE is JSON (numbers, true/false, strings in quotes) or a bare string."""
-    options: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--policy-option needs KEY=VALUE, got {item!r}")
-        options[key.strip()] = parse_option_value(raw)
-    return options
+    try:
+        return parse_option_items(items)
+    except ValueError as bad:
+        raise SystemExit(f"--policy-option: {bad}") from None
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:

@@ -65,23 +65,38 @@ def parse_option_value(raw: str) -> Any:
         return raw
 
 
-def parse_policy_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """`NAME[:KEY=VALUE[:KEY=VALUE...]]` -> (canonical name, options), for commands that
-    compare policies, e.g. `gittins:ignore_max_tokens=true:num_levels=8`."""
-    name, *items = spec.strip().split(":")
+def parse_option_items(items: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings -> options (values as `parse_option_value` reads them)."""
     options: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"policy option must be KEY=VALUE, got {item!r} in {spec!r}")
+            raise ValueError(f"policy option must be KEY=VALUE, got {item!r}")
         options[key.strip()] = parse_option_value(raw)
+    return options
+
+
+def split_policy_spec(spec: str) -> tuple[str, list[str]]:
+    """`NAME[:KEY=VALUE[:KEY=VALUE...]]` -> (name as written, option items as written)."""
+    name, *items = spec.strip().split(":")
+    return name, items
+
+
+def parse_policy_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """A policy spec -> (canonical name, options), for commands that compare policies,
+    e.g. `gittins:ignore_max_tokens=true:num_levels=8`."""
+    name, items = split_policy_spec(spec)
+    try:
+        options = parse_option_items(items)
+    except ValueError as bad:
+        raise ValueError(f"{bad} in {spec!r}") from None
     return canonical_policy_name(name), options
 
 
 def canonical_policy_spec(spec: str) -> str:
     """`spec` with the policy's registry name (options kept as written)."""
-    name, _, rest = spec.strip().partition(":")
-    return canonical_policy_name(name) + (f":{rest}" if rest else "")
+    name, items = split_policy_spec(spec)
+    return ":".join([canonical_policy_name(name), *items])
 
 
 def make_policy_from_spec(spec: str, cost_model: CostModel | None = None) -> SchedulingPolicy:
