@@ -7,6 +7,7 @@ message from the scheduler, and runs the HTTP server in the same event loop.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from aiohttp import web
@@ -15,6 +16,8 @@ from fastserve.protocol.to_frontend import OutputBatch, SchedulerStats
 from fastserve.protocol.to_worker import Shutdown
 from fastserve.runtime.actor import Actor
 from fastserve.runtime.config import ServerConfig
+from fastserve.runtime.curve_keys import CurveServerKeys
+from fastserve.runtime.frontend.options import FrontendOptions
 from fastserve.runtime.frontend.service import FrontendService, RequestHandle, Send
 from fastserve.runtime.frontend.zmq_endpoint import ZmqClientEndpoint
 from fastserve.runtime.transport import Inbox, Outbox
@@ -27,7 +30,8 @@ async def start_http_server(
 ) -> web.AppRunner:
     """Serve `service` on host:port; stop it with `await runner.cleanup()`."""
     # Access logs would duplicate the structured request logs the service writes.
-    runner = web.AppRunner(service.build_app(), access_log=None)
+    # On stop, handlers still writing (the last bytes of a drained response) get 5 s.
+    runner = web.AppRunner(service.build_app(), access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
@@ -40,13 +44,20 @@ class FrontendActor(Actor):
     name = "frontend"
 
     def __init__(
-        self, inbox: Inbox, service: FrontendService, host: str, port: int, zmq_address: str = ""
+        self,
+        inbox: Inbox,
+        service: FrontendService,
+        host: str,
+        port: int,
+        zmq_address: str = "",
+        curve: CurveServerKeys | None = None,
     ) -> None:
         super().__init__(inbox)
         self.service = service
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
-        self._zmq = ZmqClientEndpoint(service, zmq_address) if zmq_address else None
+        self._zmq = ZmqClientEndpoint(service, zmq_address, curve=curve) if zmq_address else None
+        self._drain: asyncio.Task[None] | None = None
         self.handlers = {
             OutputBatch: self.service.handle_output_batch,
             SchedulerStats: self._on_stats,
@@ -55,6 +66,20 @@ class FrontendActor(Actor):
 
     @classmethod
     def from_config(cls, cfg: ServerConfig, inbox: Inbox, to_scheduler: Outbox) -> FrontendActor:
+        from fastserve.runtime.sched.profile_cache import load_cost_model
+
+        options = FrontendOptions(
+            api_keys=tuple(cfg.api_keys),
+            metrics_public=cfg.metrics_public,
+            max_queued_requests=cfg.max_queued_requests,
+            max_queued_tokens=cfg.max_queued_tokens,
+            drain_timeout_s=cfg.drain_timeout_s,
+            cost_model=load_cost_model(cfg),  # the scheduler's too: Retry-After's fallback
+            max_batch_jobs=cfg.scheduler.max_batch_jobs,
+        )
+        curve = None
+        if cfg.zmq_curve_secret_file:
+            curve = CurveServerKeys.load(cfg.zmq_curve_secret_file, cfg.zmq_allowed_clients)
         service = FrontendService(
             to_scheduler.send,
             model_dir=cfg.model,
@@ -62,13 +87,35 @@ class FrontendActor(Actor):
             max_model_len=cfg.max_model_len,
             default_max_tokens=cfg.default_max_tokens,
             request_id_prefix=f"req-{uuid.uuid4().hex[:6]}-",  # unique per run
+            options=options,
         )
-        return cls(inbox, service, cfg.host, cfg.port, cfg.zmq_client_address)
+        return cls(inbox, service, cfg.host, cfg.port, cfg.zmq_client_address, curve)
 
     async def _on_stats(self, stats: SchedulerStats) -> None:
         self.service.metrics.scheduler = stats
 
     async def _on_shutdown(self, msg: Shutdown) -> None:
+        self.request_stop()
+
+    def terminate(self) -> None:
+        """SIGTERM: refuse new requests (503), let in-flight ones finish, then stop.
+
+        The loop keeps running meanwhile: it is what delivers the scheduler's outputs to
+        the requests being drained. A second SIGTERM stops at once.
+        """
+        if self._drain is not None:
+            self.request_stop()
+            return
+        self.service.start_draining()
+        self._drain = asyncio.get_running_loop().create_task(self._drain_then_stop())
+
+    async def _drain_then_stop(self) -> None:
+        running = self.service.num_running
+        timeout = self.service.options.drain_timeout_s
+        self.log.info("drain.started", running=running, timeout_s=timeout)
+        done = await self.service.wait_idle(timeout)
+        # Requests still running now are failed by stop() ("server is shutting down").
+        self.log.info("drain.finished", complete=done, left=self.service.num_running)
         self.request_stop()
 
     async def start(self) -> None:

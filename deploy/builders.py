@@ -51,6 +51,7 @@ def make_scheduler_core(cfg: ServerConfig, num_swap_ackers: int) -> SchedulerCor
         cfg.scheduler.max_batch_tokens,
         cfg.cache.block_size,
         cfg.max_model_len,
+        cfg.scheduler.started_bound(),
     )
     return SchedulerCore(
         policy,
@@ -89,12 +90,22 @@ async def build_cache_manager(cfg: ServerConfig, ctx: zmq.asyncio.Context, rank:
 
 
 def worker_threads(cfg: ServerConfig) -> int:
-    """CPU threads per worker: leave a core to the frontend and scheduler, which must answer
-    while the worker computes (measured: 2 threads on 2 busy cores ran ~10x slower)."""
+    """CPU threads per worker: every core, shared by the workers. The frontend and the
+    scheduler cost little per token and are left to the OS to fit in. Measured on 2 cores
+    (code preset, 150 requests at 25 req/s, FCFS, interleaved): 2 threads gave 0.57x the
+    mean JCT of 1 thread and 1.6x the output tokens/s."""
     if cfg.worker_threads > 0:
         return cfg.worker_threads
     workers = cfg.parallel.tp * cfg.parallel.pp
-    return max(1, ((os.cpu_count() or 1) - 1) // workers)
+    return max(1, available_cores() // workers)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (taskset and cgroup cpusets shrink os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def make_runner(cfg: ServerConfig, rank: int = 0) -> ModelRunner:

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from fastserve.deploy.security_cli import add_hardening_args, apply_hardening_args
 from fastserve.runtime.config import ServerConfig
 from fastserve.runtime.sched.registry import parse_option_items
 
@@ -23,10 +24,17 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--zmq-port", type=int, default=0, help="ZeroMQ client endpoint port on --host; 0 = off"
     )
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default=d.dtype)
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16"],
+        default=d.dtype,
+        help="auto: bfloat16 on GPUs and CPUs with native bf16 (AMX, AVX-512 BF16), else float32",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
     p.add_argument(
-        "--policy", default=d.scheduler.policy, help="fcfs | mlfq | skip-join-mlfq | oracle"
+        "--policy",
+        default=d.scheduler.policy,
+        help="gittins (default) | fcfs | mlfq | skip-join-mlfq | oracle | oracle-output",
     )
     p.add_argument(
         "--policy-option",
@@ -37,6 +45,12 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-batch-jobs", type=int, default=d.scheduler.max_batch_jobs)
     p.add_argument("--max-batch-tokens", type=int, default=d.scheduler.max_batch_tokens)
+    p.add_argument(
+        "--max-started-jobs",
+        type=int,
+        default=d.scheduler.max_started_jobs,
+        help="most jobs holding KV half-done (0: 2x --max-batch-jobs; negative: no bound)",
+    )
     p.add_argument(
         "--max-model-len", type=int, default=d.max_model_len, help="context length; 0 = the model's"
     )
@@ -53,7 +67,8 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
         "--num-host-blocks",
         type=int,
         default=d.cache.num_host_blocks,
-        help="host KV pool for offloading, in blocks (0 disables)",
+        help="host KV pool for offloading, in blocks (default: a quarter of free host memory, "
+        "0.5-16 GiB; 0 disables offloading)",
     )
     p.add_argument("--swap-watermark", type=float, default=d.cache.watermark)
     p.add_argument("--tp", type=int, default=d.parallel.tp)
@@ -63,10 +78,17 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
         "--worker-threads",
         type=int,
         default=d.worker_threads,
-        help="torch CPU threads per worker (0: cores minus one, shared by workers)",
+        help="torch CPU threads per worker (0: all cores, shared by the workers)",
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning"], default=d.log_level)
+    p.add_argument(
+        "--no-auto-profile",
+        dest="auto_profile",
+        action="store_false",
+        help="do not profile the engine at the first start (use the built-in cost model)",
+    )
     p.add_argument("--ready-timeout", type=float, default=d.ready_timeout_s)
+    add_hardening_args(p)  # API keys, CurveZMQ, admission bounds, drain timeout
 
 
 def parse_policy_options(items: list[str]) -> dict[str, Any]:
@@ -89,16 +111,19 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     cfg.default_max_tokens = args.default_max_tokens
     cfg.seed, cfg.log_level, cfg.ready_timeout_s = args.seed, args.log_level, args.ready_timeout
     cfg.worker_threads = args.worker_threads
+    cfg.auto_profile = args.auto_profile
     cfg.scheduler.policy = args.policy
     cfg.scheduler.policy_options = parse_policy_options(args.policy_option)
     cfg.scheduler.max_batch_jobs = args.max_batch_jobs
     cfg.scheduler.max_batch_tokens = args.max_batch_tokens
+    cfg.scheduler.max_started_jobs = args.max_started_jobs
     cfg.cache.block_size = args.block_size
     cfg.cache.num_device_blocks = args.num_device_blocks
     cfg.cache.device_kv_gib = args.device_kv_gib
     cfg.cache.num_host_blocks = args.num_host_blocks
     cfg.cache.watermark = args.swap_watermark
     cfg.parallel.tp, cfg.parallel.pp = args.tp, args.pp
+    apply_hardening_args(cfg, args)
     return cfg
 
 
@@ -115,12 +140,14 @@ def main(argv: list[str] | None = None) -> None:
     add_server_args(serve)
     serve.set_defaults(func=_cmd_serve)
     from fastserve.deploy import bench, launch, profile_cmd, simulate_cmd
+    from fastserve.deploy.security_cli import register_keygen
 
     commands: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
         ("profile", "measure prefill and decode times; cache the cost model", profile_cmd.register),
         ("bench", "replay a workload against a server, or compare policies", bench.register),
         ("simulate", "simulate scheduling policies over a workload", simulate_cmd.register),
         ("launch", "start this node's share of a multi-node server", launch.register),
+        ("keygen", "write CurveZMQ key pairs for the ZeroMQ endpoint", register_keygen),
     ]
     for name, help_text, register in commands:
         register(sub.add_parser(name, help=help_text))

@@ -43,6 +43,11 @@ class InProcessServer:
 
 def build_inprocess(cfg: ServerConfig) -> InProcessServer:
     """Wire one worker, the scheduler, the cache manager and the frontend in memory."""
+    from fastserve.deploy.serve import resolve_device_dtype
+
+    cfg.device, cfg.dtype = resolve_device_dtype(cfg.device, cfg.dtype)
+    if cfg.cache.num_host_blocks is None:
+        raise ValueError("an in-process server needs cache.num_host_blocks set")
     to_sched, to_front, to_cache, to_worker = (
         MemoryInbox(),
         MemoryInbox(),

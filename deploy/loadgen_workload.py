@@ -32,9 +32,9 @@ from fastserve.runtime.sim.workload import (
     uniform_lengths,
 )
 
-# The repository root is the package directory; the shared traces sit beside it.
+# Shipped with the package (runtime/sim/traces/README.md: source and licence).
 DEFAULT_TRACE = str(
-    Path(__file__).resolve().parents[1].parent / "shared/traces/azure_conv_2023.csv"
+    Path(__file__).resolve().parents[1] / "runtime" / "sim" / "traces" / "azure_conv_2023.csv"
 )
 DISTRIBUTIONS = ("trace", "lognormal", "pareto", "bimodal", "uniform", "fixed")
 MAX_REQUESTS = 100_000  # a hard bound on any workload's size
@@ -60,6 +60,7 @@ BASE: dict[str, Any] = {
     "max_output": 256,
     "p_long": 0.1,  # bimodal: share of the long mode
     "bimodal_ratio": 20.0,  # bimodal: long mode / short mode
+    "mixture": None,  # [(share, prompt mean, prompt CV, output mean, output CV)]: lognormals
     "seed": 0,
 }
 PRESETS: dict[str, dict[str, Any]] = {
@@ -77,6 +78,36 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # Gittins' case: 80% short outputs, 20% twenty times longer.
     "bimodal": {"lengths": "bimodal", "p_long": 0.2, "bimodal_ratio": 20.0},
+    # A production code-completion shape (issue 10): prompts dominate (mean ~210 tokens,
+    # CV 1), short outputs (mean 24, median ~11, CV 2, max 400), Poisson bursts at 25 req/s
+    # for 12 s, about 3x what the 2-core engine serves, then the queue drains.
+    "code": {
+        "num_requests": 300,
+        "arrivals": "poisson",
+        "rate": 25.0,
+        "prompt_lengths": "lognormal",
+        "mean_prompt": 210.0,
+        "prompt_cv": 1.0,
+        "max_prompt": 750,
+        "lengths": "lognormal",
+        "mean_output": 24.0,
+        "cv": 2.0,
+        "max_output": 400,
+    },
+    # Chat, code completion and a few long generations on one server, Poisson arrivals;
+    # every request draws its component, then lognormal prompt and output lengths.
+    "mixed": {
+        "num_requests": 300,
+        "arrivals": "poisson",
+        "rate": 6.0,
+        "mixture": [
+            (0.60, 60.0, 1.0, 60.0, 1.0),  # chat turns
+            (0.35, 210.0, 1.0, 24.0, 2.0),  # code completion
+            (0.05, 30.0, 0.5, 400.0, 0.5),  # long generations (stories, reports)
+        ],
+        "max_prompt": 750,
+        "max_output": 1024,
+    },
 }
 
 
@@ -165,26 +196,54 @@ def build_workload(w: dict[str, Any], rate: float | None = None) -> list[Request
         if len(t) < n:
             raise SystemExit(f"the trace has {len(t)} requests from row {start}; asked for {n}")
     lengths_rng = np.random.default_rng([w["seed"], 1])
+    if w.get("mixture"):
+        prompts, outputs = _sample_mixture(w, n, lengths_rng)
+    else:
+        prompts, outputs = _sample_pair(w, n, p, o, lengths_rng)
+    return make_requests(_arrivals(w, n, t, rate), prompts, outputs)
+
+
+def _sample_pair(
+    w: dict[str, Any], n: int, p: np.ndarray, o: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt and output lengths drawn independently, each from its own distribution."""
     prompts = _sample(
         w["prompt_lengths"], n, w["mean_prompt"], w["prompt_cv"], p, w["prompt_scale"],
-        w["max_prompt"], w, lengths_rng,
+        w["max_prompt"], w, rng,
     )  # fmt: skip
     outputs = _sample(
         w["lengths"], n, w["mean_output"], w["cv"], o, w["output_scale"], w["max_output"], w,
-        lengths_rng,
+        rng,
     )  # fmt: skip
+    return prompts, outputs
+
+
+def _sample_mixture(
+    w: dict[str, Any], n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each request picks a component by share, then lognormal lengths of that component."""
+    parts = [tuple(float(x) for x in part) for part in w["mixture"]]
+    shares = np.array([part[0] for part in parts])
+    which = rng.choice(len(parts), size=n, p=shares / shares.sum())
+    prompts, outputs = np.ones(n, dtype=int), np.ones(n, dtype=int)
+    for k, (_, p_mean, p_cv, o_mean, o_cv) in enumerate(parts):
+        idx = np.nonzero(which == k)[0]
+        prompts[idx] = lognormal_lengths(len(idx), p_mean, p_cv, rng, max_len=w["max_prompt"])
+        outputs[idx] = lognormal_lengths(len(idx), o_mean, o_cv, rng, max_len=w["max_output"])
+    return prompts, outputs
+
+
+def _arrivals(w: dict[str, Any], n: int, t: np.ndarray, rate: float | None) -> np.ndarray:
+    """Arrival times: Poisson at `rate`, or the trace's (rescaled to `rate` if given)."""
     if w["arrivals"] == "poisson":
         if not rate:
             raise SystemExit("Poisson arrivals need --rate")
-        arrivals = poisson_arrivals(n, rate, np.random.default_rng([w["seed"], 2]))
-    else:
-        arrivals = t - t[0]
-        if rate:  # rescale the trace's arrival pattern to this mean rate
-            span = arrivals[-1] if n > 1 else 0.0
-            arrivals = arrivals * ((n - 1) / rate / span) if span > 0 else arrivals
-        else:
-            arrivals = arrivals / w["rate_scale"]
-    return make_requests(arrivals, prompts, outputs)
+        return poisson_arrivals(n, rate, np.random.default_rng([w["seed"], 2]))
+    arrivals = t - t[0]
+    if rate:  # rescale the trace's arrival pattern to this mean rate
+        span = arrivals[-1] if n > 1 else 0.0
+        return arrivals * ((n - 1) / rate / span) if span > 0 else arrivals
+    return arrivals / w["rate_scale"]
 
 
 def workload_info(w: dict[str, Any], requests: list[Request]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ async def _run(role: str, name: str, cfg: ServerConfig, rank: int) -> int:
     try:
         actor, info = await build_actor(role, cfg, ctx, rank)
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, actor.request_stop)
+        loop.add_signal_handler(signal.SIGTERM, actor.terminate)
         await actor.start()
         await control.send(ActorReady(name, os.getpid(), info))
         log.info("actor_ready", **info)

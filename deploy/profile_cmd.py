@@ -21,6 +21,7 @@ import platform
 import time
 from pathlib import Path
 
+from fastserve.deploy.serve import resolve_device_dtype
 from fastserve.runtime.config import ServerConfig
 from fastserve.runtime.sched.cost_model import CostModel, profile
 from fastserve.runtime.sched.profile_cache import DEFAULT_COST_MODEL, profile_path
@@ -32,7 +33,7 @@ def _ints(text: str) -> list[int]:
 
 def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="HF Llama-family dir (default: SmolLM2-135M)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--prefill-sizes", type=_ints, default=[16, 64, 128, 256, 512, 1024])
@@ -64,19 +65,14 @@ def server_config(model: str | None, dtype: str, device: str, convert: bool = Tr
         cfg.model = str(default_model_dir(convert=False))
     else:
         cfg.model = str(resolve_model_dir(model))
-    cfg.dtype = dtype
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg.device = device
+    cfg.device, cfg.dtype = resolve_device_dtype(device, dtype)
     return cfg
 
 
 def cached_cost_model(
     path: str | None = None,
     model: str | None = None,
-    dtype: str = "float32",
+    dtype: str = "auto",
     device: str = "auto",
 ) -> tuple[CostModel, str]:
     """A cost model and where it came from: `path`, else the model's cached profile, else

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 from fastserve.deploy.supervisor import ChildSpec, ServerFailure, Supervisor
 from fastserve.runtime.config import Endpoints, ServerConfig
@@ -38,20 +42,93 @@ def prepare(cfg: ServerConfig) -> ServerConfig:
     hf = json.loads((model_dir / "config.json").read_text())
     context = int(hf.get("max_position_embeddings", 2048))
     cfg.max_model_len = min(cfg.max_model_len, context) if cfg.max_model_len else context
+    cfg.device, cfg.dtype = resolve_device_dtype(cfg.device, cfg.dtype)
     if cfg.cache.num_device_blocks == 0:
         per_block = kv_bytes_per_block(
             model_dir, cfg.cache.block_size, cfg.dtype, cfg.parallel.tp, cfg.parallel.pp
         )
         cfg.cache.num_device_blocks = int(cfg.cache.device_kv_gib * 2**30 // per_block)
-    if cfg.device == "auto":
-        import torch
-
-        cfg.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.cache.num_host_blocks is None:
+        per_block = kv_bytes_per_block(
+            model_dir, cfg.cache.block_size, cfg.dtype, cfg.parallel.tp, cfg.parallel.pp
+        )
+        workers_here = cfg.parallel.tp * cfg.parallel.pp
+        cfg.cache.num_host_blocks = host_pool_bytes(workers_here) // per_block
     if not cfg.endpoints.scheduler_in:
         cfg.endpoints = Endpoints.fresh_ipc()
     if cfg.parallel.tp * cfg.parallel.pp > 1 and cfg.parallel.dist_port == 0:
         cfg.parallel.dist_port = free_tcp_port(cfg.parallel.dist_host)
     return cfg
+
+
+HOST_POOL_SHARE = 0.25  # of the host memory free at start-up, for every worker's host pool
+HOST_POOL_FLOOR = 2**29  # bytes per worker: 0.5 GiB, offloading stays on on small machines
+HOST_POOL_CAP = 16 * 2**30  # bytes per worker: pinned memory on GPU hosts is not free
+
+
+def host_pool_bytes(workers: int, available: int | None = None) -> int:
+    """Bytes of each worker's host KV pool: a share of free memory, floored and capped."""
+    if available is None:
+        available = available_memory_bytes()
+    share = int(available * HOST_POOL_SHARE) // max(1, workers)
+    return min(HOST_POOL_CAP, max(HOST_POOL_FLOOR, share))
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable of /proc/meminfo (free plus reclaimable), else free pages."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
+    """"auto" device and dtype made concrete (profiles and children see real names)."""
+    if device == "auto" or dtype == "auto":
+        import torch
+
+        from fastserve.runtime.model.device_caps import auto_dtype
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if dtype == "auto":
+            dtype = auto_dtype(torch.device(device))
+    return device, dtype
+
+
+PROFILE_PREFILL_SIZES = (16, 64, 128, 256, 512, 1024)
+
+
+def ensure_profile(cfg: ServerConfig, log: Any) -> None:
+    """Profile the engine once (cached per model, dtype, device) if no profile exists, so
+    the default policy prices prefill and decode with this machine's numbers. Runs as a
+    child `fastserve profile` with the workers' thread count: about 20 s for SmolLM2-135M
+    on 2 CPU cores, then never again. Multi-worker layouts keep the built-in default."""
+    from fastserve.deploy.builders import worker_threads
+    from fastserve.runtime.sched.profile_cache import profile_path
+
+    path = profile_path(cfg)
+    if path.exists() or cfg.parallel.tp * cfg.parallel.pp > 1:
+        return
+    sizes = [n for n in PROFILE_PREFILL_SIZES if n < cfg.max_model_len] or [cfg.max_model_len // 2]
+    contexts = [c for c in (32, 256) if c < cfg.max_model_len // 2] or [1]
+    cmd = [
+        sys.executable, "-m", "fastserve.deploy.cli", "profile",
+        "--model", cfg.model, "--dtype", cfg.dtype, "--device", cfg.device,
+        "--block-size", str(cfg.cache.block_size), "--threads", str(worker_threads(cfg)),
+        "--prefill-sizes", ",".join(map(str, sizes)),
+        "--context-lens", ",".join(map(str, contexts)),
+        "--repeats", "2", "--out", str(path),
+    ]  # fmt: skip
+    log.info("profiling_engine", path=str(path))
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:  # serving goes on with the built-in cost model
+        log.warning("profile_failed", error=done.stderr.strip()[-500:])
+    else:
+        log.info("profiled_engine", path=str(path))
 
 
 def free_tcp_port(host: str) -> int:
@@ -85,6 +162,8 @@ def serve(cfg: ServerConfig) -> int:
         host_blocks=cfg.cache.num_host_blocks,
         max_model_len=cfg.max_model_len,
     )
+    if cfg.auto_profile:
+        ensure_profile(cfg, log)
     sup = Supervisor(cfg, node_children(cfg))
     try:
         sup.start()

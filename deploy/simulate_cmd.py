@@ -50,7 +50,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     Defaults: a small device pool so that preempted jobs' KV must be swapped out."""
     g = p.add_argument_group("engine")
     g.add_argument("--model", default=None, help="model whose cached profile to use / to serve")
-    g.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     g.add_argument("--cost-model", default=None, help="CostModel JSON (default: cached profile)")
     g.add_argument("--max-batch-jobs", type=int, default=8)
@@ -62,11 +62,34 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
         "--swap-time-per-block", type=float, default=1e-4, help="simulated seconds per block"
     )
     g.add_argument(
+        "--load",
+        type=_load_multiple,
+        default=None,
+        help="request rate as a multiple of the engine's capacity for this workload, e.g. 3x",
+    )
+    g.add_argument(
         "--target-load",
         type=float,
         default=None,
         help="pick the rate where simulated FCFS mean JCT is this x its unloaded mean",
     )
+
+
+def _load_multiple(text: str) -> float:
+    value = float(text.strip().lower().removesuffix("x"))
+    if value <= 0:
+        raise argparse.ArgumentTypeError("--load needs a positive multiple, e.g. 3x")
+    return value
+
+
+def capacity_rate(w: dict[str, Any], cost: CostModel, max_batch_jobs: int) -> float:
+    """Requests per second the engine serves of this workload when always busy: one over
+    each request's mean work, its prefill plus its decode tokens at a full batch's
+    per-job share of a decode step (the cost model's prices)."""
+    per_token = cost.estimate_decode(max_batch_jobs) / max_batch_jobs
+    requests = build_workload(w, rate=1.0)
+    work = [cost.estimate_prefill(r.prompt_len) + r.output_len * per_token for r in requests]
+    return 1.0 / float(np.mean(work))
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -136,6 +159,11 @@ def resolve_rates(
     """Rates to run (None: the workload's own arrivals) and calibration notes."""
     if args.rates:
         return list(args.rates), {}
+    if args.load:
+        capacity = capacity_rate(w, cost, kw["max_batch_jobs"])
+        rate = args.load * capacity
+        print(f"capacity {capacity:.3g} req/s; load {args.load:g}x: {rate:.3g} req/s")
+        return [rate], {"capacity_rate": capacity, "load": args.load}
     if args.target_load:
         rate, achieved = calibrate_rate(w, cost, kw, args.target_load)
         print(f"calibrated rate {rate:.3g} req/s: simulated FCFS load {achieved:.2f}x unloaded")

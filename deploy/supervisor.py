@@ -46,6 +46,7 @@ class Supervisor:
         self._control.bind(cfg.endpoints.control)
         self._codec = Codec()
         self._stop = False
+        self._hurry = False
 
     def start(self) -> None:
         """Spawn every child and wait until all said they are ready.
@@ -89,23 +90,32 @@ class Supervisor:
                 self.log.info("actor_ready", child=msg.actor, **msg.info)
 
     def watch(self) -> int:
-        """Block until a signal asks us to stop (0) or a child dies or fails (1)."""
+        """Block until a signal asks us to stop (0) or a child dies or fails (1).
+
+        A signal drains first: the frontend finishes its in-flight requests (up to
+        drain_timeout_s) while the processes behind it still serve them.
+        """
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
+        drain = False
         try:
             while not self._stop:
                 wait([p.sentinel for p in self.procs.values()], timeout=0.2)
                 self._check_alive()
                 self._poll_control(0)
+            drain = True
             return 0
         except ServerFailure as exc:
             self.log.error("server_failed", error=str(exc))
             return 1
         finally:
+            if drain:
+                self._drain_frontend()
             self.shutdown()
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        self._hurry = self._stop  # a second signal cuts the drain short
         self._stop = True
 
     def _check_alive(self) -> None:
@@ -126,6 +136,21 @@ class Supervisor:
         if isinstance(msg, ActorFailed):
             raise ServerFailure(f"actor {msg.actor} (pid {msg.pid}) failed: {msg.message}")
         return msg
+
+    def _drain_frontend(self, grace_s: float = 10.0) -> None:
+        """SIGTERM the frontend alone and wait for it to exit; stop early if another child
+        dies (nothing could finish then)."""
+        front = [p for n, p in self.procs.items() if n == "frontend" and p.exitcode is None]
+        if not front:
+            return
+        front[0].terminate()  # FrontendActor.terminate: drain, then stop
+        self.log.info("draining", timeout_s=self.cfg.drain_timeout_s)
+        deadline = time.monotonic() + self.cfg.drain_timeout_s + grace_s
+        while front[0].exitcode is None and time.monotonic() < deadline and not self._hurry:
+            wait([p.sentinel for p in self.procs.values()], timeout=0.2)
+            if any(p.exitcode is not None for n, p in self.procs.items() if n != "frontend"):
+                self.log.warning("drain_aborted", reason="a process behind the frontend exited")
+                return
 
     def shutdown(self, grace_s: float = 10.0) -> None:
         """SIGTERM every child, then SIGKILL whatever is still alive after the grace time."""

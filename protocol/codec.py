@@ -32,7 +32,7 @@ from fastserve.protocol import (
 )
 from fastserve.protocol.common import BlockCopy, SamplingParams
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: SubmitRequest.priority
 _HEADER = struct.Struct("!BBQ")
 
 # Type byte -> message class. Append only: a number, once used, keeps its meaning.
@@ -103,7 +103,11 @@ class Codec:
         if code is None:
             raise ProtocolError(f"not a protocol message: {type(message).__name__}")
         header = _HEADER.pack(code, PROTOCOL_VERSION, next(self._ids))
-        return header + msgpack.packb(_to_wire(message), use_bin_type=True)
+        try:
+            body = msgpack.packb(_to_wire(message), use_bin_type=True)
+        except (OverflowError, TypeError, ValueError) as exc:  # e.g. an int past 64 bits
+            raise ProtocolError(f"cannot encode {type(message).__name__}: {exc}") from exc
+        return header + body
 
     def decode(self, frame: bytes) -> Envelope:
         if len(frame) < _HEADER.size:

@@ -15,6 +15,7 @@ class SubmitRequest:
     prompt_ids: list[int]  # prompt token ids, 1 <= len <= max model length
     sampling: SamplingParams  # sampling parameters
     arrival_time: float  # wall clock (time.time()) when the frontend received it, seconds
+    priority: int = 0  # request class: lower is served first (vLLM's and SGLang's sign)
 
 
 @dataclass

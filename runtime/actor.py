@@ -54,6 +54,10 @@ class Actor:
         self._stopping = True
         self._wakeup.set()
 
+    def terminate(self) -> None:
+        """SIGTERM: stop. An actor holding clients' work overrides it to finish that first."""
+        self.request_stop()
+
     async def dispatch(self, message: Any) -> None:
         handler = self.handlers.get(type(message))
         if handler is None:

@@ -17,10 +17,11 @@ may run at once on one client, from any number of tasks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -36,47 +37,17 @@ from fastserve.protocol.client import (
     ClientSubmit,
 )
 from fastserve.protocol.codec import Codec, ProtocolError
+from fastserve.runtime.client_types import CompletionResult, FastServeError, Usage
+from fastserve.runtime.curve_keys import (
+    client_curve_keys,
+    handshake_monitor,
+    make_curve_client,
+    watch_handshakes,
+)
 
 __all__ = ["ClientDelta", "CompletionResult", "FastServeClient", "FastServeError", "Usage"]
 _log = structlog.get_logger(actor="client")
 Reply = ClientDelta | ClientDone | ClientError
-
-
-class FastServeError(Exception):
-    """The server rejected (status 4xx) or failed (status 5xx) a request.
-
-    Status 0 means the client itself could not go on (it was closed, or its connection
-    machinery failed).
-    """
-
-    def __init__(self, status: int, message: str, type: str = "") -> None:
-        super().__init__(f"{status}: {message}" if status else message)
-        self.status = status  # HTTP-style status code
-        self.message = message  # the server's explanation
-        self.type = type  # OpenAI error type, e.g. "invalid_request_error"
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Token counts of one request."""
-
-    prompt_tokens: int  # prompt length
-    completion_tokens: int  # tokens generated
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass
-class CompletionResult:
-    """A whole response, as returned by `FastServeClient.complete`."""
-
-    text: str  # the generated text (with the prompt first when the body asked for echo)
-    token_ids: list[int]  # the generated token ids
-    finish_reason: str  # "stop", "length" or "abort"
-    usage: Usage  # token counts
-    logprobs: list[float] = field(default_factory=list)  # per token, when the body asked
 
 
 class ResponseStream:
@@ -121,8 +92,25 @@ class FastServeClient:
     request it belongs to, by request id (generated here, unique per client).
     """
 
-    def __init__(self, address: str, *, context: zmq.asyncio.Context | None = None) -> None:
-        """`address`: the server's endpoint, e.g. "tcp://127.0.0.1:5555" or "ipc:///path"."""
+    def __init__(
+        self,
+        address: str,
+        *,
+        context: zmq.asyncio.Context | None = None,
+        server_public_key: str | bytes | Path | None = None,
+        client_keys: str | Path | tuple[bytes, bytes] | None = None,
+    ) -> None:
+        """`address`: the server's endpoint, e.g. "tcp://127.0.0.1:5555" or "ipc:///path".
+
+        For a server with CurveZMQ keys: `server_public_key` is its public key (its .key
+        file, Z85 bytes or "z85:KEY") and `client_keys` this client's key pair (a
+        .key_secret file from `fastserve keygen`, or a (public, secret) pair of Z85 bytes)
+        whose public key the server admits. A refused key fails the requests with
+        FastServeError status 401; with a wrong server key the server never answers.
+        """
+        self._curve = client_curve_keys(server_public_key, client_keys)
+        self._auth_failed: str | None = None  # set while the server refuses our key
+        self._monitor: asyncio.Task[None] | None = None
         self.address = address
         self._own_ctx = context is None
         self._ctx = context
@@ -142,6 +130,11 @@ class FastServeClient:
             self._ctx = zmq.asyncio.Context()
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 500)  # let a final abort leave on close
+        if self._curve is not None:
+            make_curve_client(sock, *self._curve)
+            # A refused key is otherwise silent (the server sends nothing): watch for it.
+            watch = watch_handshakes(handshake_monitor(sock), self._on_handshake)
+            self._monitor = asyncio.create_task(watch)
         sock.connect(self.address)
         self._sock = sock
         self._receiver = asyncio.create_task(self._receive_loop(), name="fastserve-client")
@@ -154,9 +147,12 @@ class FastServeClient:
         for rid in list(self._routes):
             await self._send(ClientAbort(rid))
         self._fail_all("the client is closed")
-        if self._receiver is not None:
-            self._receiver.cancel()
-            await asyncio.gather(self._receiver, return_exceptions=True)
+        for task in (self._receiver, self._monitor):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self._monitor is not None:
+            self._sock.disable_monitor()
         self._sock.close()
         self._sock = None
         if self._own_ctx and self._ctx is not None:
@@ -225,6 +221,8 @@ class FastServeClient:
             raise FastServeError(0, "the client is not connected: use `async with` or connect()")
         if rid in self._routes:
             raise FastServeError(0, f"request id `{rid}` is already in use")
+        if self._auth_failed is not None:
+            raise FastServeError(401, self._auth_failed)
         queue: asyncio.Queue[Reply | FastServeError] = asyncio.Queue()
         self._routes[rid] = queue
         finished = False
@@ -250,7 +248,15 @@ class FastServeClient:
     async def _send(self, message: object) -> None:
         if self._sock is None:
             return  # closed: nothing can be sent, and close() already aborted everything
-        await self._sock.send(self._codec.encode(message))
+        frame = self._codec.encode(message)
+        if isinstance(message, ClientAbort):
+            # Never wait to abort: with no connection up (server gone, key refused) a
+            # blocking send would hang the cancellation or close() that sends it, and a
+            # server we cannot reach holds no request of ours to stop anyway.
+            with contextlib.suppress(zmq.Again):
+                await self._sock.send(frame, flags=zmq.NOBLOCK)
+            return
+        await self._sock.send(frame)
 
     async def _receive_loop(self) -> None:
         assert self._sock is not None
@@ -277,7 +283,13 @@ class FastServeClient:
             _log.exception("client.receive_failed")
             self._fail_all(f"the client's receive loop failed: {exc}")
 
-    def _fail_all(self, message: str) -> None:
+    def _on_handshake(self, refused: bool) -> None:
+        """CurveZMQ handshake outcome: a refusal fails what waits, and what comes next."""
+        self._auth_failed = "the server refused this client's CurveZMQ key" if refused else None
+        if refused:
+            self._fail_all(self._auth_failed or "", 401)
+
+    def _fail_all(self, message: str, status: int = 0) -> None:
         """Wake every waiting stream with an error instead of leaving it hanging."""
         for queue in self._routes.values():
-            queue.put_nowait(FastServeError(0, message))
+            queue.put_nowait(FastServeError(status, message))

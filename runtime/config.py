@@ -15,10 +15,17 @@ from typing import Any
 class SchedulerConfig:
     """Batch limits and the policy."""
 
-    policy: str = "fcfs"  # fcfs | mlfq | skip-join-mlfq | oracle | ...
+    policy: str = "gittins"  # gittins (default: total work, learned) | fcfs | skip-join-mlfq | ...
     max_batch_jobs: int = 32  # most jobs in one iteration
     max_batch_tokens: int = 2048  # most tokens (prefill chunks + decodes) in one iteration
+    max_started_jobs: int = 0  # most jobs holding KV half-done; 0: 2x max_batch_jobs, <0: no bound
     policy_options: dict[str, Any] = field(default_factory=dict)  # knobs passed to the policy
+
+    def started_bound(self) -> int | None:
+        """The admission bound the batch builder applies (see sched/batching.py)."""
+        if self.max_started_jobs < 0:
+            return None
+        return self.max_started_jobs or 2 * self.max_batch_jobs
 
 
 @dataclass
@@ -28,7 +35,7 @@ class CacheConfig:
     block_size: int = 16  # tokens per block
     num_device_blocks: int = 0  # 0: derive from device_kv_gib
     device_kv_gib: float = 1.0  # device memory for KV when num_device_blocks is 0
-    num_host_blocks: int = 0  # host (offload) pool size in blocks; 0 disables offloading
+    num_host_blocks: int | None = None  # host (offload) pool in blocks; None: from free RAM; 0: off
     watermark: float = 0.1  # keep this fraction of device blocks free by offloading early
     lookahead_ticks: int = 2  # upload jobs that would run within this many ticks
 
@@ -69,7 +76,7 @@ class ServerConfig:
 
     model: str = ""  # resolved model directory
     served_model_name: str = "SmolLM2-135M-Instruct"  # name clients use in "model"
-    dtype: str = "float32"  # float32 | bfloat16
+    dtype: str = "auto"  # auto (fastest for the device, device_caps.py) | float32 | bfloat16
     device: str = "auto"  # auto | cpu | cuda
     host: str = "127.0.0.1"  # HTTP bind address
     port: int = 8000  # HTTP port
@@ -77,13 +84,30 @@ class ServerConfig:
     max_model_len: int = 0  # 0: the model's context length
     default_max_tokens: int = 256  # max_tokens when the client gives none
     seed: int = 0  # worker RNG seed for unseeded sampling
-    worker_threads: int = 0  # torch CPU threads per worker; 0 = all cores but one per worker
+    worker_threads: int = 0  # torch CPU threads per worker; 0 = the cores shared by the workers
     ready_timeout_s: float = 600.0  # how long start-up may take before the server gives up
     log_level: str = "info"  # debug | info | warning
+    auto_profile: bool = True  # `serve` profiles the engine once if no cached profile exists
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     endpoints: Endpoints = field(default_factory=Endpoints)
+    # -- production hardening (frontend): authentication, admission control, drain --------
+    api_keys: list[str] = field(default_factory=list)  # HTTP bearer keys; empty: no auth
+    metrics_public: bool = False  # /metrics open even when api_keys are set
+    zmq_curve_secret_file: str = ""  # client endpoint's CurveZMQ key pair; "" = no CURVE
+    zmq_allowed_clients: list[str] = field(default_factory=list)  # key dirs/files/Z85 keys
+    # Unfinished requests (running or queued) past which new ones get a 429. A 2-core CPU
+    # server completes a few short requests per second: at 10x overload an unbounded queue
+    # grows by ~9x that every second, and every accepted request waits longer and longer.
+    # 256 keeps the worst wait of an accepted request near a minute or two there, and the
+    # frontend's and scheduler's per-request state at a few MB; refusing fast is kinder to
+    # clients (they retry elsewhere, or later) than a timeout after minutes.
+    max_queued_requests: int = 256
+    # Their prompt + max_tokens, summed: bounds what a few huge requests may pile up
+    # (256 requests of ~1k tokens each); one request larger than this alone is still admitted.
+    max_queued_tokens: int = 262144
+    drain_timeout_s: float = 30.0  # SIGTERM: how long in-flight requests may still run
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+from fastserve.protocol.codec import Codec
 from fastserve.protocol.to_frontend import OutputBatch, RequestOutput
 from fastserve.protocol.to_scheduler import AbortRequest, SubmitRequest
 from fastserve.runtime.frontend.service import FrontendService
@@ -27,8 +28,12 @@ class FakeScheduler:
         self.submitted: list[SubmitRequest] = []
         self.aborts: list[AbortRequest] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._codec = Codec()
 
     def send(self, msg: object) -> None:
+        # Through the codec, as over the real ZeroMQ transport: a value the wire cannot
+        # carry (say, an integer past 64 bits) fails here instead of passing unnoticed.
+        msg = self._codec.decode(self._codec.encode(msg)).message
         if isinstance(msg, SubmitRequest):
             self.submitted.append(msg)
             task = asyncio.get_running_loop().create_task(self._answer(msg))

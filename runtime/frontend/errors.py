@@ -29,6 +29,7 @@ class RequestError(Exception):
         status: int = 400,
         code: str | None = None,
         err_type: str = "invalid_request_error",
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -36,6 +37,7 @@ class RequestError(Exception):
         self.status = status
         self.code = code
         self.err_type = err_type
+        self.retry_after = retry_after  # seconds, for 429/503: HTTP sends a Retry-After header
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.err_type, self.param, self.code)
@@ -45,6 +47,11 @@ def model_not_found(name: str) -> RequestError:
     return RequestError(
         f"The model `{name}` does not exist.", param="model", status=404, code="model_not_found"
     )
+
+
+def service_unavailable(message: str) -> RequestError:
+    """Not ready yet, or draining before shutdown: another replica should take it."""
+    return RequestError(message, status=503, err_type="service_unavailable", code="unavailable")
 
 
 def server_error_body(message: str) -> dict[str, Any]:

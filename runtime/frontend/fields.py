@@ -6,6 +6,7 @@ fields they do not set.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastserve.runtime.frontend.errors import RequestError
@@ -57,6 +58,10 @@ def get_float(body: dict[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _wrong(name, "a number", value)
+    # NaN passes every range check (all comparisons are false): refuse it here too, not
+    # only in the JSON decoder, since bodies also arrive already decoded (tests, websocket).
+    if not math.isfinite(value):
+        raise RequestError(f"`{name}` must be a finite number, got {value}", param=name)
     return float(value)
 
 

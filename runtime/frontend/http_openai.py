@@ -8,8 +8,9 @@ import time
 from aiohttp import web
 
 from fastserve.runtime.frontend.app import SERVICE_KEY
-from fastserve.runtime.frontend.errors import error_body, server_error_body
+from fastserve.runtime.frontend.errors import RequestError, server_error_body
 from fastserve.runtime.frontend.events import Delta, Failed, Finished
+from fastserve.runtime.frontend.json_body import load_json
 from fastserve.runtime.frontend.responses import SSE_DONE, ResponseFormatter, sse_event
 from fastserve.runtime.frontend.service import FrontendService, RequestHandle
 
@@ -42,10 +43,13 @@ async def models(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    ready = request.app[SERVICE_KEY].ready
-    return web.json_response(
-        {"status": "ok" if ready else "starting"}, status=200 if ready else 503
-    )
+    service = request.app[SERVICE_KEY]
+    # Draining answers 503 so that load balancers stop sending before the server is gone.
+    if service.draining:
+        return web.json_response({"status": "draining"}, status=503)
+    if not service.ready:
+        return web.json_response({"status": "starting"}, status=503)
+    return web.json_response({"status": "ok"})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -55,13 +59,16 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def _serve(request: web.Request, kind: str) -> web.StreamResponse:
     service = request.app[SERVICE_KEY]
+    # Overload and drain refusals come before the body is read: they must stay cheap.
+    service.precheck()  # RequestError -> 4xx/5xx by the middleware
+    # The body is JSON whatever the Content-Type says (curl -d sends form-urlencoded), and
+    # always UTF-8 (RFC 8259): a declared charset is not trusted with decoding it.
     try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-        service.metrics.rejected += 1
-        message = f"We could not parse the JSON body of your request: {exc}"
-        return web.json_response(error_body(message), status=400)
-    parsed = service.parse(kind, body)  # RequestError -> 4xx by the middleware
+        body = load_json(await request.read())
+    except RequestError as exc:
+        service.count_rejection(exc)
+        raise
+    parsed = service.parse(kind, body)
     handle = await service.submit(parsed)
     watcher = asyncio.create_task(_watch_disconnect(request, handle))
     try:

@@ -50,6 +50,8 @@ class FrontendMetrics:
         self.rejected = 0  # requests refused by validation (4xx)
         self.finished: Counter[str] = Counter()  # finish reason -> requests
         self.failed = 0  # requests that ended with a server error
+        self.shed = 0  # requests refused by admission control (429), also in `rejected`
+        self.internal_errors = 0  # handler bugs answered with a generic 500: should stay 0
         self.prompt_tokens = 0
         self.generation_tokens = 0
         self.ttft = Histogram(
@@ -64,6 +66,10 @@ class FrontendMetrics:
         _scalar(lines, "requests_received_total", "counter", "Requests submitted.", self.received)
         _scalar(lines, "requests_rejected_total", "counter", "Requests refused.", self.rejected)
         _scalar(lines, "requests_failed_total", "counter", "Requests failed.", self.failed)
+        _scalar(lines, "requests_shed_total", "counter", "Requests refused (429).", self.shed)
+        _scalar(
+            lines, "internal_errors_total", "counter", "Unexpected errors.", self.internal_errors
+        )
         name = _PREFIX + "requests_finished_total"
         lines += [f"# HELP {name} Requests finished, by reason.", f"# TYPE {name} counter"]
         for reason in sorted(self.finished):

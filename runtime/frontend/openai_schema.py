@@ -6,50 +6,26 @@ The result is a ParsedRequest: prompt token ids, SamplingParams, stop strings, s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from fastserve.protocol.common import SamplingParams
+from fastserve.runtime.frontend import request_fields as rf
 from fastserve.runtime.frontend.chat_messages import normalize_messages
 from fastserve.runtime.frontend.chat_template import TemplateError
 from fastserve.runtime.frontend.errors import RequestError, model_not_found
 from fastserve.runtime.frontend.fields import (
-    check_range,
     get_bool,
     get_dict,
     get_float,
     get_int,
-    get_int_list,
     get_str,
-    get_str_or_str_list,
     is_int_list,
     json_type,
 )
+from fastserve.runtime.frontend.parsed_request import ParsedRequest, ServerLimits
+from fastserve.runtime.frontend.sampling_fields import common_fields, fit_context
 from fastserve.runtime.frontend.tokenizer import ModelTokenizer
 
-_INT64 = 2**63
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    """What the server accepts: the model it serves and its context."""
-
-    model_name: str  # the only accepted `model`
-    max_model_len: int  # prompt + completion tokens must fit
-    default_max_tokens: int  # used (capped by the room left) when the client gives none
-
-
-@dataclass
-class ParsedRequest:
-    kind: str  # "completion" or "chat"
-    model: str
-    prompt_ids: list[int]
-    sampling: SamplingParams
-    stop: list[str] = field(default_factory=list)
-    stream: bool = False
-    include_usage: bool = False  # stream_options.include_usage: a last chunk with usage
-    echo_text: str | None = None  # completions echo=True: the prompt text to prepend
-    logprobs: int | None = None  # None: not asked; else alternatives asked (we report the sampled)
+__all__ = ["ParsedRequest", "ServerLimits", "parse_chat", "parse_completion", "parse_request"]
 
 
 def parse_request(
@@ -70,18 +46,16 @@ def parse_completion(body: Any, tokenizer: ModelTokenizer, limits: ServerLimits)
     _reject_unsupported(body)
     if get_str(body, "suffix"):
         raise RequestError("`suffix` is not supported", param="suffix")
-    prompt_ids, prompt_text = _completion_prompt(body.get("prompt"), tokenizer)
+    prompt_ids, prompt_text = _completion_prompt(body.get("prompt"), tokenizer, limits)
     echo = bool(get_bool(body, "echo"))
-    logprobs = get_int(body, "logprobs")
-    if logprobs is not None:
-        check_range("logprobs", logprobs, low=0, high=5)
-        if echo:
-            raise RequestError(
-                "`echo` together with `logprobs` is not supported: prompt log-probabilities "
-                "are not computed",
-                param="echo",
-            )
-    req = _common(body, "completion", model, prompt_ids, tokenizer, limits, ("max_tokens",))
+    logprobs = rf.LOGPROBS.read(body)
+    if logprobs is not None and echo:
+        raise RequestError(
+            "`echo` together with `logprobs` is not supported: prompt log-probabilities "
+            "are not computed",
+            param="echo",
+        )
+    req = common_fields(body, "completion", model, prompt_ids, tokenizer, limits, (rf.MAX_TOKENS,))
     req.echo_text = prompt_text if echo else None
     req.logprobs = logprobs
     req.sampling.logprobs = logprobs is not None
@@ -95,6 +69,7 @@ def parse_chat(body: Any, tokenizer: ModelTokenizer, limits: ServerLimits) -> Pa
     if body.get("tools") or body.get("functions"):
         raise RequestError("tool and function calling are not supported", param="tools")
     messages = normalize_messages(body.get("messages"))
+    _check_messages_size(messages, limits)
     add_generation_prompt = get_bool(body, "add_generation_prompt")
     if tokenizer.chat_template is None:
         raise RequestError("this model has no chat template: use /v1/completions", param="messages")
@@ -105,7 +80,7 @@ def parse_chat(body: Any, tokenizer: ModelTokenizer, limits: ServerLimits) -> Pa
     except TemplateError as exc:
         raise RequestError(str(exc), param="messages") from exc
     want_logprobs = bool(get_bool(body, "logprobs"))
-    top = get_int(body, "top_logprobs")
+    top = get_int(body, rf.TOP_LOGPROBS.name)
     if top:
         raise RequestError(
             "`top_logprobs` > 0 is not supported: only the sampled token's log-probability "
@@ -113,8 +88,8 @@ def parse_chat(body: Any, tokenizer: ModelTokenizer, limits: ServerLimits) -> Pa
             param="top_logprobs",
         )
     # max_completion_tokens replaced max_tokens in the chat API; honour both.
-    names = ("max_completion_tokens", "max_tokens")
-    req = _common(body, "chat", model, prompt_ids, tokenizer, limits, names)
+    names = (rf.MAX_COMPLETION_TOKENS, rf.MAX_TOKENS)
+    req = common_fields(body, "chat", model, prompt_ids, tokenizer, limits, names)
     req.logprobs = 0 if want_logprobs else None
     req.sampling.logprobs = want_logprobs
     return req
@@ -136,25 +111,35 @@ def _model(body: dict[str, Any], limits: ServerLimits) -> str:
     return name
 
 
+def _check_messages_size(messages: list[dict[str, Any]], limits: ServerLimits) -> None:
+    # Every message costs at least one token in any template, so more messages than the
+    # context holds tokens can never fit; and their text is bounded like a prompt's.
+    if len(messages) > limits.max_model_len:
+        raise RequestError(
+            f"`messages` holds {len(messages)} messages, more than this model's context of "
+            f"{limits.max_model_len} tokens can hold",
+            param="messages",
+        )
+    chars = sum(len(m["content"]) for m in messages)
+    rf.check_text_length("messages", chars, limits.max_model_len)
+
+
 def _reject_unsupported(body: dict[str, Any]) -> None:
     """Fail loudly on options that would otherwise be silently ignored."""
-    for name in ("n", "best_of"):
-        value = get_int(body, name)
+    for spec in rf.ONE_CHOICE:
+        value = get_int(body, spec.name)
         if value is not None and value != 1:
             raise RequestError(
-                f"`{name}` must be 1: this server generates one choice per request "
+                f"`{spec.name}` must be 1: this server generates one choice per request "
                 f"(send {value} requests instead)",
-                param=name,
+                param=spec.name,
             )
-    for name, neutral in (
-        ("presence_penalty", 0.0),
-        ("frequency_penalty", 0.0),
-        ("repetition_penalty", 1.0),
-    ):
-        value = get_float(body, name)
-        if value is not None and value != neutral:
+    for spec in rf.NEUTRAL_ONLY:
+        value = get_float(body, spec.name)
+        if value is not None and value != spec.low:
             raise RequestError(
-                f"`{name}` is not supported (only {neutral} is accepted)", param=name
+                f"`{spec.name}` is not supported (only {float(spec.low or 0)} is accepted)",
+                param=spec.name,
             )
     if get_dict(body, "logit_bias"):
         raise RequestError("`logit_bias` is not supported", param="logit_bias")
@@ -163,24 +148,23 @@ def _reject_unsupported(body: dict[str, Any]) -> None:
         raise RequestError("only the `text` response format is supported", param="response_format")
 
 
-def _completion_prompt(value: Any, tokenizer: ModelTokenizer) -> tuple[list[int], str]:
+def _completion_prompt(
+    value: Any, tokenizer: ModelTokenizer, limits: ServerLimits
+) -> tuple[list[int], str]:
     if isinstance(value, str):
+        rf.check_text_length("prompt", len(value), limits.max_model_len)
         return tokenizer.encode(value), value
     if is_int_list(value):
-        bad = [t for t in value if not 0 <= t < tokenizer.vocab_size]
-        if bad:
-            raise RequestError(
-                f"`prompt` token id {bad[0]} is out of range: the vocabulary has "
-                f"{tokenizer.vocab_size} tokens",
-                param="prompt",
-            )
+        if len(value) >= limits.max_model_len:
+            fit_context("completion", len(value), None, limits)  # the context error, early
+        rf.check_token_ids("prompt", value, tokenizer.vocab_size, limits.max_model_len)
         return list(value), tokenizer.decode(value, skip_special_tokens=False)
     if (
         isinstance(value, list)
         and len(value) == 1
         and (isinstance(value[0], str) or is_int_list(value[0]))
     ):
-        return _completion_prompt(value[0], tokenizer)
+        return _completion_prompt(value[0], tokenizer, limits)
     if isinstance(value, list) and all(isinstance(v, str) or is_int_list(v) for v in value):
         raise RequestError(
             f"`prompt` holds {len(value)} prompts: one prompt per request is supported, "
@@ -193,96 +177,3 @@ def _completion_prompt(value: Any, tokenizer: ModelTokenizer) -> tuple[list[int]
         f"`prompt` must be a string or an array of token ids, got {json_type(value)}",
         param="prompt",
     )
-
-
-def _common(
-    body: dict[str, Any],
-    kind: str,
-    model: str,
-    prompt_ids: list[int],
-    tokenizer: ModelTokenizer,
-    limits: ServerLimits,
-    max_token_names: tuple[str, ...],
-) -> ParsedRequest:
-    """Sampling, stop and stream fields shared by both endpoints, and the length checks."""
-    max_tokens, max_name = None, max_token_names[0]
-    for name in max_token_names:
-        max_tokens = get_int(body, name)
-        if max_tokens is not None:
-            max_name = name
-            check_range(name, max_tokens, low=1)
-            break
-    temperature = get_float(body, "temperature")
-    if temperature is not None:
-        check_range("temperature", temperature, low=0, high=2)
-    top_p = get_float(body, "top_p")
-    if top_p is not None:
-        check_range("top_p", top_p, low=0, high=1, low_open=True)
-    top_k = get_int(body, "top_k")
-    if top_k is not None:
-        check_range("top_k", top_k, low=-1)
-    seed = get_int(body, "seed")
-    if seed is not None:
-        check_range("seed", seed, low=-_INT64, high=_INT64 - 1)
-    min_tokens = get_int(body, "min_tokens") or 0
-    check_range("min_tokens", min_tokens, low=0)
-    stop = [s for s in get_str_or_str_list(body, "stop") if s]
-    stop_token_ids = get_int_list(body, "stop_token_ids")
-    for t in stop_token_ids:
-        if not 0 <= t < tokenizer.vocab_size:
-            raise RequestError(
-                f"`stop_token_ids` holds {t}, outside the vocabulary", param="stop_token_ids"
-            )
-    ignore_eos = bool(get_bool(body, "ignore_eos"))
-    stream = bool(get_bool(body, "stream"))
-    options = get_dict(body, "stream_options")
-    if options is not None and not stream:
-        raise RequestError(
-            "`stream_options` is only allowed when `stream` is true", param="stream_options"
-        )
-    include_usage = bool(get_bool(options or {}, "include_usage"))
-    max_tokens = _fit_context(kind, len(prompt_ids), max_tokens, limits)
-    if min_tokens > max_tokens:
-        raise RequestError(
-            f"`min_tokens` ({min_tokens}) must not exceed `{max_name}` ({max_tokens})",
-            param="min_tokens",
-        )
-    if not ignore_eos:
-        # The tokenizer's EOS ids may include ones the model config does not list.
-        stop_token_ids += [t for t in tokenizer.eos_token_ids if t not in stop_token_ids]
-    sampling = SamplingParams(
-        max_tokens=max_tokens,
-        temperature=1.0 if temperature is None else temperature,
-        top_p=1.0 if top_p is None else top_p,
-        top_k=-1 if top_k in (None, 0) else top_k,
-        seed=seed,
-        min_tokens=min_tokens,
-        stop_token_ids=stop_token_ids,
-        ignore_eos=ignore_eos,
-    )
-    return ParsedRequest(kind, model, prompt_ids, sampling, stop, stream, include_usage)
-
-
-def _fit_context(kind: str, prompt_len: int, max_tokens: int | None, limits: ServerLimits) -> int:
-    where = "messages" if kind == "chat" else "prompt"
-    ctx = limits.max_model_len
-    if prompt_len == 0:
-        raise RequestError(f"the {where} is empty: it must hold at least one token", param=where)
-    if max_tokens is None:
-        room = ctx - prompt_len
-        if room < 1:
-            raise RequestError(
-                f"This model's maximum context length is {ctx} tokens. However, you requested "
-                f"{prompt_len} tokens in the {where}, which leaves no room for the completion. "
-                f"Please reduce the length of the {where}.",
-                param=where,
-            )
-        return min(limits.default_max_tokens, room)
-    if prompt_len + max_tokens > ctx:
-        raise RequestError(
-            f"This model's maximum context length is {ctx} tokens. However, you requested "
-            f"{prompt_len + max_tokens} tokens ({prompt_len} in the {where}, {max_tokens} in "
-            f"the completion). Please reduce the length of the {where} or completion.",
-            param=where,
-        )
-    return max_tokens

@@ -7,6 +7,7 @@ sessions) call `parse`, then `submit`, then iterate the returned RequestHandle's
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import itertools
 import time
@@ -19,11 +20,13 @@ from aiohttp import web
 
 from fastserve.protocol.to_frontend import OutputBatch
 from fastserve.protocol.to_scheduler import AbortRequest, SubmitRequest
-from fastserve.runtime.frontend.errors import RequestError
+from fastserve.runtime.frontend.admission import AdmissionControl
+from fastserve.runtime.frontend.errors import RequestError, service_unavailable
 from fastserve.runtime.frontend.events import Event, Failed, Finished
 from fastserve.runtime.frontend.inflight import InflightRequest
 from fastserve.runtime.frontend.metrics import FrontendMetrics
 from fastserve.runtime.frontend.openai_schema import ParsedRequest, ServerLimits, parse_request
+from fastserve.runtime.frontend.options import FrontendOptions
 from fastserve.runtime.frontend.tokenizer import ModelTokenizer
 
 Send = Callable[[object], Awaitable[None] | None]
@@ -65,6 +68,7 @@ class FrontendService:
         request_id_prefix: str = "req-",
         tokenizer: ModelTokenizer | None = None,
         ready: bool = True,
+        options: FrontendOptions | None = None,
     ) -> None:
         if tokenizer is None:
             if model_dir is None:
@@ -80,6 +84,17 @@ class FrontendService:
         self.limits = ServerLimits(name, context, default_max_tokens)
         self.metrics = FrontendMetrics()
         self.ready = ready  # /health answers 200 only when True
+        self.options = options or FrontendOptions()
+        self.admission = AdmissionControl(
+            self.options.max_queued_requests,
+            self.options.max_queued_tokens,
+            self.options.cost_model,
+            self.options.max_batch_jobs,
+        )
+        self.draining = False  # SIGTERM: finish what runs, accept nothing new
+        self.reserved_tokens = 0  # prompt + max_tokens of every unfinished request
+        self._idle = asyncio.Event()  # set whenever no request is unfinished
+        self._idle.set()
         self.created = int(time.time())
         self._send_fn = send
         self._prefix = request_id_prefix
@@ -96,11 +111,13 @@ class FrontendService:
             _log.warning("frontend.unexpected_message", type=type(msg).__name__)
 
     async def handle_output_batch(self, batch: OutputBatch) -> None:
+        work = 0  # prompt tokens processed + tokens generated: the throughput measured
         for out in batch.outputs:
             inflight = self._requests.get(out.request_id)
             if inflight is None:
                 continue  # ended here already (stop string, client gone): late tokens
             had_token = inflight.first_token_at is not None
+            work += len(out.token_ids) + (0 if had_token else len(inflight.parsed.prompt_ids))
             self.metrics.generation_tokens += len(out.token_ids)
             outcome = inflight.consume(out)
             if not had_token and inflight.first_token_at is not None:
@@ -113,6 +130,7 @@ class FrontendService:
                 self._end(inflight, outcome.events[-1])
             if outcome.abort_scheduler:
                 await self._send(AbortRequest(inflight.request_id, reason="stop"))
+        self.admission.meter.record(time.monotonic(), work)
 
     async def fail_all(self, message: str) -> None:
         """The scheduler is gone: end every request with a server error."""
@@ -126,20 +144,56 @@ class FrontendService:
     def parse(self, kind: str, body: Any) -> ParsedRequest:
         """Validate a request body; raise RequestError (counted as rejected) when invalid."""
         try:
-            if not self.ready:
-                raise RequestError(
-                    "the server is not ready", status=503, err_type="service_unavailable"
-                )
-            return parse_request(kind, body, self.tokenizer, self.limits)
+            self.check_accepting()
+            parsed = parse_request(kind, body, self.tokenizer, self.limits)
+            self.admission.check_tokens(
+                self.reserved_tokens, _cost(parsed), len(self._requests), self._backlog
+            )
+            return parsed
         except RequestError as exc:
-            self.metrics.rejected += 1
-            _log.info("request.rejected", status=exc.status, message=exc.message)
+            self.count_rejection(exc)
             raise
+
+    def precheck(self) -> None:
+        """What `parse` checks first, for transports that can refuse before decoding."""
+        try:
+            self.check_accepting()
+        except RequestError as exc:
+            self.count_rejection(exc)
+            raise
+
+    def count_rejection(self, exc: RequestError) -> None:
+        self.metrics.rejected += 1
+        if exc.status == 429:
+            self.metrics.shed += 1
+        _log.info("request.rejected", status=exc.status, message=exc.message)
+
+    def check_accepting(self) -> None:
+        """Cheap checks before a body is even decoded: ready, not draining, room left."""
+        if not self.ready:
+            raise service_unavailable("the server is not ready")
+        if self.draining:
+            raise service_unavailable("the server is shutting down: send the request elsewhere")
+        self.admission.check_count(len(self._requests), self._backlog)
+
+    def start_draining(self) -> None:
+        """Refuse new requests from now on (503); those in flight run to their end."""
+        self.draining = True
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until every request has ended; False if some still run after `timeout_s`."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def submit(self, parsed: ParsedRequest) -> RequestHandle:
         request_id = f"{self._prefix}{next(self._ids)}"
         inflight = InflightRequest(request_id, parsed, self.tokenizer)
         self._requests[request_id] = inflight
+        self.reserved_tokens += _cost(parsed)
+        self._idle.clear()
         self.metrics.received += 1
         self.metrics.prompt_tokens += len(parsed.prompt_ids)
         inflight.log.info(
@@ -149,11 +203,13 @@ class FrontendService:
             max_tokens=parsed.sampling.max_tokens,
             stream=parsed.stream,
         )
-        msg = SubmitRequest(request_id, parsed.prompt_ids, parsed.sampling, inflight.arrival_wall)
+        msg = SubmitRequest(
+            request_id, parsed.prompt_ids, parsed.sampling, inflight.arrival_wall, parsed.priority
+        )
         try:
             await self._send(msg)
         except Exception:
-            self._requests.pop(request_id, None)
+            self._forget(inflight)
             inflight.ended = True
             inflight.log.exception("request.submit_failed")
             raise
@@ -188,9 +244,25 @@ class FrontendService:
         if inspect.isawaitable(result):
             await result
 
+    def _backlog(self) -> list[tuple[int, int]]:
+        """(prompt tokens not processed yet, tokens still to generate) per unfinished request."""
+        return [
+            (
+                len(r.parsed.prompt_ids) if r.first_token_at is None else 0,
+                max(0, r.parsed.sampling.max_tokens - r.num_generated),
+            )
+            for r in self._requests.values()
+        ]
+
+    def _forget(self, inflight: InflightRequest) -> None:
+        if self._requests.pop(inflight.request_id, None) is not None:
+            self.reserved_tokens -= _cost(inflight.parsed)
+        if not self._requests:
+            self._idle.set()
+
     def _end(self, inflight: InflightRequest, event: Event) -> None:
         inflight.ended = True
-        self._requests.pop(inflight.request_id, None)
+        self._forget(inflight)
         now = time.monotonic()
         jct = now - inflight.arrival
         ttft = (
@@ -215,3 +287,8 @@ class FrontendService:
         self.metrics.finished[reason] += 1
         self.metrics.jct.observe(jct)
         inflight.log.info("request.finished", finish_reason=reason, **fields)
+
+
+def _cost(parsed: ParsedRequest) -> int:
+    """What a request may cost at most, in tokens: what the token bound counts."""
+    return len(parsed.prompt_ids) + parsed.sampling.max_tokens

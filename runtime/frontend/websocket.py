@@ -4,6 +4,11 @@ Client -> server: {"id", "type": "completion"|"chat", "body": {...}} or {"id", "
 Server -> client: {"id", "type": "delta", "text", "token_ids"[, "logprobs"]} ...
 then {"id", "type": "done", "finish_reason", "usage"} or {"id", "type": "error", "error"}.
 Closing the socket aborts every unfinished request of the connection.
+
+When the server has API keys, a connection without an `Authorization: Bearer KEY` header
+must send {"type": "auth", "api_key": KEY} first (browsers cannot set websocket headers);
+the server answers {"type": "auth", "status": "ok"}, or an error with status 401 and
+closes the socket.
 """
 
 from __future__ import annotations
@@ -13,22 +18,33 @@ import json
 from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
-from fastserve.runtime.frontend.app import MAX_BODY_BYTES, SERVICE_KEY
+from fastserve.runtime.frontend.app import API_KEYS, MAX_BODY_BYTES, SERVICE_KEY
+from fastserve.runtime.frontend.auth import ApiKeys, auth_error_body, unauthorized
 from fastserve.runtime.frontend.errors import RequestError, server_error_body
 from fastserve.runtime.frontend.events import Delta, Failed, Finished
+from fastserve.runtime.frontend.json_body import load_json
 from fastserve.runtime.frontend.service import FrontendService, RequestHandle
 
 ClientId = str | int
 _log = structlog.get_logger(actor="frontend")  # lazy: honours a later structlog.configure
+# An unauthenticated socket holds a connection: it gets this long to send its key.
+AUTH_TIMEOUT_S = 10.0
 
 
-async def handle_websocket(request: web.Request) -> web.WebSocketResponse:
+async def handle_websocket(request: web.Request) -> web.StreamResponse:
+    keys = request.app[API_KEYS]
+    header = request.headers.get("Authorization")
+    if keys.enabled and header is not None and not keys.valid_header(header):
+        return unauthorized(request)  # a plain HTTP 401, before the upgrade
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_BODY_BYTES)
     await ws.prepare(request)
     session = WebSocketSession(ws, request.app[SERVICE_KEY])
     try:
+        if keys.enabled and header is None and not await _auth_message(ws, session, keys):
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"unauthorized")
+            return ws
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 await session.on_text(msg.data)
@@ -37,6 +53,33 @@ async def handle_websocket(request: web.Request) -> web.WebSocketResponse:
     finally:
         await session.close()
     return ws
+
+
+async def _auth_message(
+    ws: web.WebSocketResponse, session: WebSocketSession, keys: ApiKeys
+) -> bool:
+    """The first message must be {"type": "auth", "api_key": KEY} with a valid key."""
+    try:
+        msg = await asyncio.wait_for(ws.receive(), AUTH_TIMEOUT_S)
+    except TimeoutError:
+        msg = None
+    frame: Any = None
+    if msg is not None and msg.type == WSMsgType.TEXT:
+        try:
+            frame = load_json(msg.data)
+        except RequestError:
+            frame = None
+    given = None
+    if isinstance(frame, dict) and frame.get("type") == "auth":
+        given = frame.get("api_key") if isinstance(frame.get("api_key"), str) else ""
+    if given is not None and keys.valid(given):
+        await session.send({"type": "auth", "status": "ok"})
+        return True
+    cid = frame.get("id") if isinstance(frame, dict) else None
+    cid = cid if isinstance(cid, str | int) and not isinstance(cid, bool) else None
+    body = auth_error_body(given is not None)
+    await session.send({"id": cid, "type": "error", "status": 401, **body})
+    return False
 
 
 class WebSocketSession:
@@ -50,9 +93,9 @@ class WebSocketSession:
 
     async def on_text(self, data: str) -> None:
         try:
-            msg = json.loads(data)
-        except ValueError as exc:
-            await self.send_error(None, RequestError(f"the message is not valid JSON: {exc}"))
+            msg = load_json(data, "the message is not valid JSON")
+        except RequestError as exc:
+            await self.send_error(None, exc)
             return
         if not isinstance(msg, dict):
             await self.send_error(None, RequestError("a message must be a JSON object"))
@@ -64,6 +107,9 @@ class WebSocketSession:
             )
             return
         kind = msg.get("type")
+        if kind == "auth":  # already authenticated (header or first message), or keys off
+            await self.send({"id": cid, "type": "auth", "status": "ok"})
+            return
         if kind == "abort":
             handle = self._handles.get(cid)
             if handle is not None:  # an abort racing the request's end is harmless
@@ -82,7 +128,8 @@ class WebSocketSession:
             return
         except Exception as exc:
             _log.exception("ws.submit_failed")
-            await self._send(
+            self._service.metrics.internal_errors += 1
+            await self.send(
                 {"id": cid, "type": "error", **server_error_body(f"internal error: {exc}")}
             )
             return
@@ -95,7 +142,7 @@ class WebSocketSession:
         want_logprobs = handle.parsed.logprobs is not None
         try:
             if handle.parsed.echo_text:
-                await self._send(
+                await self.send(
                     {"id": cid, "type": "delta", "text": handle.parsed.echo_text, "token_ids": []}
                 )
             async for event in handle:
@@ -108,10 +155,10 @@ class WebSocketSession:
                     }
                     if want_logprobs:
                         frame["logprobs"] = event.logprobs
-                    await self._send(frame)
+                    await self.send(frame)
                 elif isinstance(event, Finished):
                     usage = event.usage.to_dict()
-                    await self._send(
+                    await self.send(
                         {
                             "id": cid,
                             "type": "done",
@@ -120,7 +167,7 @@ class WebSocketSession:
                         }
                     )
                 elif isinstance(event, Failed):
-                    await self._send(
+                    await self.send(
                         {"id": cid, "type": "error", **server_error_body(event.message)}
                     )
         except ConnectionResetError:
@@ -130,9 +177,12 @@ class WebSocketSession:
             await handle.cancel()
 
     async def send_error(self, cid: ClientId | None, exc: RequestError) -> None:
-        await self._send({"id": cid, "type": "error", "status": exc.status, **exc.body()})
+        frame = {"id": cid, "type": "error", "status": exc.status, **exc.body()}
+        if exc.retry_after is not None:
+            frame["retry_after"] = exc.retry_after
+        await self.send(frame)
 
-    async def _send(self, frame: dict[str, Any]) -> None:
+    async def send(self, frame: dict[str, Any]) -> None:
         async with self._lock:
             if not self._ws.closed:
                 await self._ws.send_str(json.dumps(frame, ensure_ascii=False))

@@ -4,17 +4,20 @@ A ROUTER socket; every client is a DEALER whose frames arrive as [identity, code
 Client -> endpoint: ClientSubmit (kind + the HTTP JSON body as text) or ClientAbort.
 Endpoint -> client: ClientDelta ... then ClientDone or ClientError, per request id.
 Many requests of many clients run at once; ids are scoped per client identity.
+
+With CurveZMQ keys (`curve`), every connection is encrypted and only the client public
+keys on the allow-list complete the handshake: any other peer gets nothing at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 
 import structlog
 import zmq
 import zmq.asyncio
+from zmq.auth.asyncio import AsyncioAuthenticator
 
 from fastserve.protocol.client import (
     ClientAbort,
@@ -24,8 +27,10 @@ from fastserve.protocol.client import (
     ClientSubmit,
 )
 from fastserve.protocol.codec import Codec, ProtocolError
+from fastserve.runtime.curve_keys import CurveServerKeys, make_curve_server, start_authenticator
 from fastserve.runtime.frontend.errors import RequestError
 from fastserve.runtime.frontend.events import Delta, Failed, Finished
+from fastserve.runtime.frontend.json_body import load_json
 from fastserve.runtime.frontend.service import FrontendService, RequestHandle
 
 Key = tuple[bytes, str]  # (client identity, client request id)
@@ -43,7 +48,11 @@ class ZmqClientEndpoint:
     """Serves FrontendService requests to FastServeClient instances over ZeroMQ."""
 
     def __init__(
-        self, service: FrontendService, address: str, ctx: zmq.asyncio.Context | None = None
+        self,
+        service: FrontendService,
+        address: str,
+        ctx: zmq.asyncio.Context | None = None,
+        curve: CurveServerKeys | None = None,
     ) -> None:
         self._service = service
         self.address = address  # as configured; `bound_address` has the resolved port
@@ -55,12 +64,18 @@ class ZmqClientEndpoint:
         self._handles: dict[Key, RequestHandle] = {}
         self._pumps: set[asyncio.Task[None]] = set()
         self._receiver: asyncio.Task[None] | None = None
+        self._curve = curve
+        self._auth: AsyncioAuthenticator | None = None
 
     async def start(self) -> None:
         """Bind the socket and start serving."""
         if self._ctx is None:
             self._ctx = zmq.asyncio.Context()
         sock = self._ctx.socket(zmq.ROUTER)
+        if self._curve is not None:
+            # The ZAP handler must run before the first peer can handshake.
+            self._auth = start_authenticator(self._ctx, self._curve)
+            make_curve_server(sock, self._curve)
         # Sending to an identity that has disconnected raises EHOSTUNREACH instead of being
         # silently dropped: that is how a vanished client's requests get aborted.
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -90,6 +105,9 @@ class ZmqClientEndpoint:
         if self._sock is not None:
             self._sock.close(linger=int(_DRAIN_S * 1000))
             self._sock = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
         if self._own_ctx and self._ctx is not None:
             self._ctx.term()
             self._ctx = None
@@ -112,6 +130,7 @@ class ZmqClientEndpoint:
             except Exception:
                 # One client's bad luck (or our bug) must not stop the endpoint for all.
                 _log.exception("zmq_endpoint.frame_failed")
+                self._service.metrics.internal_errors += 1
 
     async def _on_frames(self, frames: list[bytes]) -> None:
         identity = frames[0]
@@ -152,6 +171,7 @@ class ZmqClientEndpoint:
             return
         except Exception as exc:
             _log.exception("zmq_endpoint.submit_failed")
+            self._service.metrics.internal_errors += 1
             error = ClientError(msg.request_id, 500, f"internal error: {exc}", "server_error")
             await self._send_quietly(identity, error)
             return
@@ -204,8 +224,9 @@ class ZmqClientEndpoint:
 
 def _json_body(service: FrontendService, text: str) -> object:
     """The body as the HTTP handler would see it; invalid JSON is a 400, counted as rejected."""
+    service.precheck()  # overload and drain refusals before decoding, as over HTTP
     try:
-        return json.loads(text)
-    except ValueError as exc:
-        service.metrics.rejected += 1
-        raise RequestError(f"We could not parse the JSON body of your request: {exc}") from exc
+        return load_json(text)
+    except RequestError as exc:
+        service.count_rejection(exc)
+        raise

@@ -6,13 +6,16 @@ than a plain F.linear. For a single row in float32 on a single thread (batch-1 d
 bound by reading the weights) MKL's GEMV over the transposed weight is ~20% faster still,
 so float32 keeps that copy too: twice the weight memory, which a CPU-served model can
 afford. (With more threads oneDNN's GEMV scales better and is used instead.)
-Elsewhere (CUDA, CPUs without oneDNN, float16) it is F.linear.
+Elsewhere (CUDA, CPUs without oneDNN, float16, bf16 on CPUs without AVX-512) it is
+F.linear.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from fastserve.runtime.model.device_caps import onednn_bf16_usable
 
 # Row-count hint for oneDNN's weight layout choice; decode batches are around this size.
 _PACK_HINT_ROWS = 64
@@ -26,6 +29,8 @@ def _onednn_usable(weight: torch.Tensor) -> bool:
         and torch.backends.mkldnn.is_available()
         and torch.backends.mkldnn.enabled
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        # On CPUs without AVX-512 the bf16 reorder raises: plain F.linear runs there.
+        and (weight.dtype != torch.bfloat16 or onednn_bf16_usable())
     )
 
 

@@ -1,7 +1,7 @@
 """Pick one iteration's batch from a policy's priority order. Pure: reads jobs, mutates nothing.
 
-Shared by the simulator and (meant for) `SchedulerCore`, so a simulated tick and a real tick
-pick the same jobs. Rules, in priority order:
+The one batch builder: `SchedulerCore` (the server) and the simulator both call it, so a
+simulated tick and a real tick pick the same jobs. Rules, in priority order:
 
 - Only jobs whose KV is on the device (`KVLocation.DEVICE`) or not yet computed
   (`KVLocation.NONE`, a new job or one whose KV was dropped) can run; jobs on the host or
@@ -19,7 +19,11 @@ pick the same jobs. Rules, in priority order:
   fit memory: half-prefilled jobs holding blocks would only make memory shorter). A job
   with nothing computed is admitted only if blocks for all its tokens plus one are left,
   so its later chunks and first decode can be allocated (only this chunk's blocks are
-  counted as taken). Same rule as `SchedulerCore._pick_batch`.
+  counted as taken).
+- Admission: with `max_started`, a job with nothing computed starts only while fewer than
+  that many jobs hold KV half-done (started, unfinished, wherever their KV is). Under
+  overload a preemptive policy would otherwise keep starting newcomers ahead of the jobs
+  it already started, and memory, swaps and every job's finish time grow together.
 - Stop at `max_jobs` entries or when the token budget is spent. Jobs skipped for tokens or
   blocks do not stop the walk: a lower-priority job that fits still runs (work conserving).
 - `include_offloaded=True` treats host-resident jobs as runnable, needing all their blocks
@@ -73,12 +77,15 @@ def pick_batch(
     chunked_prefill: bool = True,
     min_chunk_tokens: int = 1,
     include_offloaded: bool = False,
+    max_started: int | None = None,
 ) -> list[BatchEntry]:
     """The entries of the next iteration, in priority order (see the module doc)."""
     entries: list[BatchEntry] = []
     tokens_left = max_tokens
     blocks_left = free_blocks
-    for job in order:
+    jobs = list(order)
+    started = sum(1 for job in jobs if job.started)
+    for job in jobs:
         if job.in_flight:
             continue
         location = job.location
@@ -102,6 +109,10 @@ def pick_batch(
         admit = blocks_for_tokens(job.num_tokens + 1, block_size) - held if not job.started else 0
         if max(need, admit) > blocks_left:
             continue
+        if not job.started:
+            if max_started is not None and started >= max_started:
+                continue
+            started += 1
         entries.append(BatchEntry(job, n, prefill, need))
         tokens_left -= n
         blocks_left -= need

@@ -1,34 +1,36 @@
-"""Gittins-index scheduling over a learned output-length distribution, in MLFQ shape.
+"""Gittins-index scheduling over total work, prefill included: FastServe's default policy.
 
 Skip-join MLFQ is least-attained-service: right for heavy-tailed lengths, wrong for nearly
 uniform ones (jobs progress in lockstep and all finish late). The Gittins index is the
 optimal size-blind rank for mean response time in the single-server queue: FCFS-like where
 lengths are uniform, LAS-like where they are heavy tailed, better than both in between
-(research/gittins.md). It needs only the length distribution, learned here online.
+(research/gittins.md). What is known at arrival is used: the prompt, so the prefill's cost;
+only the output length is unknown, and its distribution is learned online.
 
+- Work: a job's service is its prefill (known, priced by the cost model) plus its decode
+  tokens (unknown). The unit is one job's share of a decode step at the largest batch seen
+  (or `unit_batch`): a prefill stalls the whole batch, so it is counted in the batch's
+  token slots. Before its first token a job's index charges its remaining prefill
+  (gittins_table's tangent), so a short prompt with an unknown output is not queued behind
+  long prefills, and a long prefill does not start ahead of many short jobs.
 - Learning (length_dist): a sliding window of ended requests per class; capped, aborted
   and in-flight requests are censored observations (Kaplan-Meier). The tables are rebuilt
-  every `rebuild_every` ended requests or `rebuild_interval` seconds (if any ended).
-  Defaults (window 500, every 50) were picked in benchmarks/sim_gittins.py: a 1000 window
-  was as good on stationary workloads but slower to follow a switch to heavy tails.
-  The learned histogram is smoothed on a log scale (`length_smoothing` 0.5, length_dist):
-  with the measured CPU profile, 300 requests, 3 seeds, it took mean JCT on the Azure
-  trace from 1.02x to 0.97x FCFS's and normalized latency on heavy tails from 1.20x to
-  1.14x skip-join's, bimodal unchanged; window sizes 150-500 changed little.
-- Tables (gittins_table): index by tokens generated, one per `max_tokens` cap (the cap
-  ends the distribution), O(M) hull each, built lazily and cached until the next rebuild.
-- Service: tokens generated. Before its first token a job's index charges its remaining
-  prefill, in decode-step units from the cost model (skip-join's start level, generalised).
-  The unit is one job's share of a decode step at the largest batch seen (or `unit_batch`):
-  a prefill stalls the whole batch, so its cost is counted in the batch's token slots.
-- Order: levels (0 = highest index) that rise and fall with tokens generated; inside a
-  level, jobs that ran in the previous iteration first (hysteresis: a running job is only
-  preempted by a job at least one level higher), then arrival order (FCFS).
+  every `rebuild_every` ended requests or `rebuild_interval` seconds (if any ended), and
+  smoothed on a log scale (`length_smoothing`). Until `min_completions` requests finished
+  the tables come from a prior (`prior_mean_output`, `prior_cv`: lognormal quantiles), so
+  the policy ranks by total work from the first request (an MLFQ stand-in used to run
+  here, and lost to FCFS on prefill-heavy traces while it learned).
+- Order: by the exact index, highest first; ties by arrival. Hysteresis: a job that ran in
+  the previous iteration counts its index times `hysteresis`, so a newcomer preempts it
+  only when clearly more urgent (each preemption costs a KV move or a refill).
+  `job.level` shows the quantised index (`num_levels` slices of log G) for logs.
+- Cap: a request's `max_tokens` ends its distribution (tables per cap). Benchmarks that
+  force lengths with max_tokens pass `ignore_max_tokens` (reading the cap would make this
+  an oracle there).
 - Starvation: a job unserved for `starvation_threshold` seconds (default as skip-join's) is
-  boosted to level 0 for `boost_tokens` tokens (at most `max_boosted` jobs at once), then
-  returns to its index level. In simulation (heavy tails, near saturation) boosting longer
-  or more often traded mean JCT for p99 one for one; 32 tokens sat in the middle.
-- Until `min_completions` requests have finished it is skip-join MLFQ (logged).
+  boosted ahead of all for `boost_tokens` tokens (at most `max_boosted` jobs at once), then
+  returns to its index. In simulation (heavy tails, near saturation) boosting longer or
+  more often traded mean JCT for p99 one for one; 32 tokens sat in the middle.
 
 Aborts: `remove` cannot tell an abort from a finish, so the core should call
 `on_finished(job, reason)` right before `remove(job)`; without it the reason is inferred
@@ -40,13 +42,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any, ClassVar
 
 from fastserve.runtime.logging import get_logger
 from fastserve.runtime.sched.cost_model import CostModel
 from fastserve.runtime.sched.gittins_model import POOLED, GittinsModel
 from fastserve.runtime.sched.job import Job
-from fastserve.runtime.sched.mlfq import DEFAULT_STARVATION_QUANTA, PlainMLFQ, SkipJoinMLFQ
+from fastserve.runtime.sched.mlfq import DEFAULT_STARVATION_QUANTA
 from fastserve.runtime.sched.policy import SchedulingPolicy
 
 
@@ -65,12 +68,13 @@ class _Entry:
     cls: Hashable
     boost_until: int | None = None  # boosted to level 0 until this many tokens
     observed: bool = False  # its end already entered the windows
-    key: tuple[Any, ...] = ()  # inputs of the cached level
-    level: int = 0
+    key: tuple[Any, ...] = ()  # inputs of the cached index
+    index: float = 0.0  # its Gittins index at those inputs
+    level: int = 0  # the index quantised (logs, metrics)
 
 
 class GittinsPolicy(SchedulingPolicy):
-    """Quantised Gittins index on a learned, censoring-aware length distribution."""
+    """Gittins index over total work on a learned, censoring-aware output distribution."""
 
     name: ClassVar[str] = "gittins"
 
@@ -93,7 +97,10 @@ class GittinsPolicy(SchedulingPolicy):
         max_cap_tables: int = 64,
         ignore_max_tokens: bool = False,
         length_smoothing: float = 0.5,
-        mlfq_options: dict[str, Any] | None = None,
+        hysteresis: float = 2.0,
+        prior_mean_output: float = 64.0,
+        prior_cv: float = 2.0,
+        prior_requests: int = 64,
     ) -> None:
         """See the module doc. `class_by`: None (one class), "max_tokens", or a function
         job -> class. `max_boosted`: most jobs boosted at once (None: no limit).
@@ -101,9 +108,12 @@ class GittinsPolicy(SchedulingPolicy):
         ignore_eos. The cap is then the length itself: reading it would make this an
         oracle, and counting "length" ends as censored would leave nothing to learn.
         `length_smoothing`: h of the log-scale kernel over learned lengths (length_dist).
-        `mlfq_options` go to the skip-join MLFQ used before enough requests finished."""
+        `prior_requests`: how many lognormal quantiles make the prior (0: none; then the
+        order is by arrival until the first tables are learned)."""
         if not 2 <= num_levels <= 64 or min_completions < 1 or rebuild_every < 1:
             raise ValueError("need 2 <= num_levels <= 64, min_completions, rebuild_every >= 1")
+        if hysteresis < 1 or prior_mean_output < 1 or prior_cv <= 0 or prior_requests < 0:
+            raise ValueError("need hysteresis >= 1, prior_mean_output >= 1, prior_cv > 0")
         self.cost_model = cost_model
         self.min_completions = min_completions
         self.rebuild_every = rebuild_every
@@ -116,6 +126,7 @@ class GittinsPolicy(SchedulingPolicy):
         self.boost_tokens = boost_tokens
         self.max_boosted = max_boosted
         self.unit_batch = unit_batch
+        self.hysteresis = hysteresis
         self._class_of = _CLASSIFIERS[class_by] if isinstance(class_by, str) else class_by
         if ignore_max_tokens and class_by == "max_tokens":
             raise ValueError("class_by='max_tokens' reads the cap that ignore_max_tokens hides")
@@ -130,10 +141,10 @@ class GittinsPolicy(SchedulingPolicy):
             max_cap_tables=max_cap_tables,
             log=self.log,
             smoothing=length_smoothing,
+            prior_lengths=lognormal_quantiles(
+                prior_requests, prior_mean_output, prior_cv, max_output_len
+            ),
         )
-        mlfq_cls = SkipJoinMLFQ if cost_model is not None else PlainMLFQ
-        opts = {"starvation_threshold": starvation_threshold, **(mlfq_options or {})}
-        self._mlfq: SkipJoinMLFQ | None = mlfq_cls(cost_model, **opts)  # None once learned
         self._jobs: dict[str, _Entry] = {}
         self._running: set[str] = set()
         self._seq = 0
@@ -143,14 +154,20 @@ class GittinsPolicy(SchedulingPolicy):
         self._next_check = -math.inf
         self.num_rebuilds = 0
         self.num_promotions = 0
-        self.log.info("gittins_fallback_mlfq", policy=mlfq_cls.name, needed=min_completions)
+        self.log.info(
+            "gittins_prior",
+            mean=prior_mean_output,
+            cv=prior_cv,
+            requests=prior_requests,
+            needed=min_completions,
+        )
 
     # -- interface ------------------------------------------------------------------------
 
     @property
     def learning(self) -> bool:
-        """True while it still behaves as skip-join MLFQ."""
-        return self._mlfq is not None
+        """True while the tables still come from the prior (or, without one, from nothing)."""
+        return not self.model.learned
 
     def add(self, job: Job, now: float) -> None:
         if job.total_service == 0.0:
@@ -159,8 +176,6 @@ class GittinsPolicy(SchedulingPolicy):
         cls = self._class_of(job) if self._class_of is not None else POOLED
         self.model.add_class(cls)
         self._jobs[job.request_id] = _Entry(job, self._seq, cls)
-        if self._mlfq is not None:
-            self._mlfq.add(job, now)
 
     def on_finished(self, job: Job, reason: str) -> None:
         entry = self._jobs.get(job.request_id)
@@ -172,37 +187,35 @@ class GittinsPolicy(SchedulingPolicy):
         if entry is None:
             return
         self._running.discard(job.request_id)
-        if self._mlfq is not None:
-            self._mlfq.remove(job)
         if not entry.observed:
             self._observe(entry, _infer_reason(job))
 
     def priority_order(self, now: float) -> list[Job]:
         self._maybe_rebuild(now)
-        if self._mlfq is not None:
-            return self._mlfq.priority_order(now)
         if now >= self._next_check:
             self._boost_starved(now)
             self._next_check = now + self.check_interval
-        running = self._running
-        entries = sorted(
-            self._jobs.values(),
-            key=lambda e: (self._level(e), e.job.request_id not in running, e.seq),
-        )
-        return [e.job for e in entries]
+        if not self.model.ready:  # no prior and nothing learned yet: arrival order
+            return [e.job for e in sorted(self._jobs.values(), key=lambda e: e.seq)]
+        running, hysteresis = self._running, self.hysteresis
+
+        def key(e: _Entry) -> tuple[bool, float, int]:
+            index = self._cached_index(e)
+            if e.job.request_id in running:
+                index *= hysteresis
+            return (not self._boosted(e), -index, e.seq)
+
+        return [e.job for e in sorted(self._jobs.values(), key=key)]
 
     def on_served(self, served: list[tuple[Job, float]], now: float) -> None:
-        if self._mlfq is not None:
-            self._mlfq.on_served(served, now)  # also does the base bookkeeping
-        else:
-            super().on_served(served, now)
+        super().on_served(served, now)
         self._running = {job.request_id for job, _ in served}
         self._max_batch = max(self._max_batch, len(served))
 
-    # -- levels ---------------------------------------------------------------------------
+    # -- the index ------------------------------------------------------------------------
 
     def index(self, job: Job) -> float:
-        """The job's current Gittins index (needs a table: not while learning)."""
+        """The job's current Gittins index (needs tables: the prior's or learned ones)."""
         entry = self._jobs[job.request_id]
         cap = self.model.max_output_len if self.ignore_max_tokens else job.sampling.max_tokens
         table = self.model.table(entry.cls, cap)
@@ -220,21 +233,25 @@ class GittinsPolicy(SchedulingPolicy):
         unit = self.cost_model.estimate_decode(batch) / batch
         return self.cost_model.estimate_prefill(left) / unit if unit > 0 else 1.0
 
-    def _level(self, entry: _Entry) -> int:
+    def _cached_index(self, entry: _Entry) -> float:
         job = entry.job
         tokens = len(job.output_ids)
-        if entry.boost_until is not None:
-            if tokens < entry.boost_until:
-                job.level = 0
-                return 0
-            entry.boost_until = None
-        # The level changes only with tokens, prefill progress, the unit or a rebuild.
+        # The index changes only with tokens, prefill progress, the unit or a rebuild.
         key = (self.model.version, tokens, job.num_computed if tokens == 0 else 0, self._max_batch)
         if key != entry.key:
-            entry.level = self.model.level(self.index(job))
+            entry.index = self.index(job)
+            entry.level = self.model.level(entry.index)
             entry.key = key
-        job.level = entry.level
-        return entry.level
+        job.level = 0 if self._boosted(entry) else entry.level
+        return entry.index
+
+    def _boosted(self, entry: _Entry) -> bool:
+        if entry.boost_until is None:
+            return False
+        if len(entry.job.output_ids) < entry.boost_until:
+            return True
+        entry.boost_until = None
+        return False
 
     def _boost_starved(self, now: float) -> None:
         limit = now - self.starvation_threshold
@@ -261,7 +278,7 @@ class GittinsPolicy(SchedulingPolicy):
     def _maybe_rebuild(self, now: float) -> None:
         if self._ended_since_rebuild == 0:
             return
-        if not self.model.ready:
+        if not self.model.learned:
             if self.model.pooled_finished < self.min_completions:
                 return
             trigger = "enough_finished"
@@ -276,14 +293,26 @@ class GittinsPolicy(SchedulingPolicy):
     def rebuild(self, now: float, trigger: str = "manual") -> None:
         """Re-learn the distributions now; in-flight jobs count as censored observations."""
         self._ended_since_rebuild = 0
+        was_learning = self.learning
         in_flight = [(e.cls, len(e.job.output_ids)) for e in self._jobs.values()]
         if not self.model.rebuild(in_flight, trigger):
             return
         self._last_rebuild = now
         self.num_rebuilds += 1
-        if self._mlfq is not None:
-            self._mlfq = None
+        if was_learning:
             self.log.info("gittins_active", finished=self.model.pooled_finished)
+
+
+def lognormal_quantiles(n: int, mean: float, cv: float, max_len: int) -> list[int]:
+    """n evenly spread quantiles of a lognormal length (the prior), in [1, max_len]."""
+    if n == 0:
+        return []
+    sigma = math.sqrt(math.log1p(cv * cv))
+    mu = math.log(mean) - sigma * sigma / 2
+    dist = NormalDist(mu, sigma)
+    return [
+        min(max_len, max(1, round(math.exp(dist.inv_cdf((i + 0.5) / n))))) for i in range(n)
+    ]
 
 
 def _infer_reason(job: Job) -> str:

@@ -5,13 +5,15 @@ its max_tokens bucket). A class gets its own tables once its window holds
 `min_completions` finished requests; until then its requests use the pooled tables. The
 levels are fitted on the pooled table only, so levels of different classes compare.
 Tables are built lazily per (class, cap) and kept, at most `max_cap_tables` per class,
-until the next rebuild.
+until the next rebuild. With `prior_lengths` the pooled class starts from a prior (those
+lengths, as if finished) instead of from nothing, so the tables exist from the first
+request; the first successful rebuild on real requests replaces it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +44,7 @@ class GittinsModel:
         max_cap_tables: int,
         log: Any,
         smoothing: float = 0.0,
+        prior_lengths: Sequence[int] = (),
     ) -> None:
         self.num_levels = num_levels
         self.window = window
@@ -52,8 +55,19 @@ class GittinsModel:
         self.smoothing = smoothing
         self.log = log
         self.classes: dict[Hashable, _Class] = {POOLED: self._new_class()}
-        self.levels: Levels | None = None  # None until the first successful rebuild
+        self.levels: Levels | None = None  # None until the prior or a rebuild sets them
         self.version = 0  # bumped by every rebuild (invalidates cached levels)
+        self.learned = False  # True once real requests replaced the prior
+        if prior_lengths:
+            prior = LengthWindow(len(prior_lengths), max_output_len, smoothing)
+            for n in prior_lengths:
+                prior.observe_end(int(n), "stop")
+            pooled = self.classes[POOLED]
+            pooled.dist = prior.estimate()
+            self.levels = Levels.fit(
+                self._cap_table(pooled, max_output_len), pooled.dist, num_levels
+            )
+            self.version = 1
 
     @property
     def ready(self) -> bool:
@@ -106,6 +120,7 @@ class GittinsModel:
         main = self._cap_table(pooled, self.max_output_len)
         self.levels = Levels.fit(main, pooled.dist, self.num_levels)
         self.version += 1
+        self.learned = True
         for name, cls in self.classes.items():
             if cls.dist is not None:
                 self._log_table(name, cls, trigger)

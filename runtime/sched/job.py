@@ -26,6 +26,7 @@ class Job:
     prompt_ids: list[int]  # prompt token ids
     sampling: SamplingParams  # sampling parameters
     arrival: float  # seconds (scheduler clock) when it arrived
+    priority: int = 0  # request class: lower runs first, above the policy's own levels
     eos_token_ids: tuple[int, ...] = ()  # model EOS ids, checked unless ignore_eos
     output_ids: list[int] = field(default_factory=list)  # generated token ids
     num_computed: int = 0  # tokens whose KV is cached (prompt and output)

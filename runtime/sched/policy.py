@@ -6,6 +6,7 @@ what fits. Policies are pure: no I/O, no clocks of their own (time is passed in)
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
@@ -16,6 +17,9 @@ class SchedulingPolicy(ABC):
     """Orders unfinished jobs by urgency; learns from the service each job received."""
 
     name: ClassVar[str]
+    # Seconds unserved after which a job counts as starving; policies that promote starving
+    # jobs set it, and the core then also lifts a starving job above every priority class.
+    starvation_threshold: float = math.inf
 
     @abstractmethod
     def add(self, job: Job, now: float) -> None:

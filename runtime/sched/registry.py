@@ -9,7 +9,7 @@ from typing import Any
 from fastserve.runtime.sched.cost_model import CostModel
 from fastserve.runtime.sched.gittins import GittinsPolicy
 from fastserve.runtime.sched.mlfq import PlainMLFQ, SkipJoinMLFQ
-from fastserve.runtime.sched.oracle import SRPTOracle
+from fastserve.runtime.sched.oracle import OutputOracle, TotalWorkOracle
 from fastserve.runtime.sched.policy import FCFSPolicy, SchedulingPolicy
 
 
@@ -22,11 +22,18 @@ def _no_options(name: str, factory: Callable[[], SchedulingPolicy]) -> Callable[
     return build
 
 
+def _needs(cost_model: CostModel | None, name: str) -> CostModel:
+    if cost_model is None:
+        raise ValueError(f"policy {name!r} needs a cost model to price prefill and decode")
+    return cost_model
+
+
 _FACTORIES: dict[str, Callable[..., SchedulingPolicy]] = {
     "fcfs": _no_options("fcfs", FCFSPolicy),
     "mlfq": lambda cost_model, **options: PlainMLFQ(cost_model, **options),
     "skip-join-mlfq": lambda cost_model, **options: SkipJoinMLFQ(cost_model, **options),
-    "oracle": _no_options("oracle", SRPTOracle),
+    "oracle": lambda cost_model, **options: TotalWorkOracle(_needs(cost_model, "oracle"), **options),
+    "oracle-output": _no_options("oracle-output", OutputOracle),
     "gittins": lambda cost_model, **options: GittinsPolicy(cost_model, **options),
 }
 _ALIASES = {
@@ -37,6 +44,7 @@ _ALIASES = {
     "fastserve": "skip-join-mlfq",
     "srpt": "oracle",
     "srpt-oracle": "oracle",
+    "true-oracle": "oracle",
 }
 POLICY_NAMES = tuple(_FACTORIES)
 

@@ -23,6 +23,7 @@ from fastserve.protocol.to_scheduler import (
 )
 from fastserve.protocol.to_worker import NewJob, ScheduledJob, TickPlan
 from fastserve.runtime.kv.allocator import KVBlockPool, blocks_for_tokens
+from fastserve.runtime.sched.batching import pick_batch
 from fastserve.runtime.sched.job import Job, KVLocation
 from fastserve.runtime.sched.policy import SchedulingPolicy
 from fastserve.runtime.sched.swap_book import SwapBook
@@ -44,6 +45,7 @@ class BatchLimits:
     max_batch_tokens: int  # most tokens per tick (prefill chunks + decodes)
     block_size: int  # tokens per KV block
     max_model_len: int  # prompt + output may not exceed this
+    max_started_jobs: int | None = None  # most jobs holding KV half-done (None: no bound)
 
 
 class SchedulerCore:
@@ -94,6 +96,7 @@ class SchedulerCore:
             req.sampling,
             now,
             eos_token_ids=self.eos_token_ids,
+            priority=req.priority,
             last_served=now,
             # Only the oracle baseline reads this; benchmarks force lengths with ignore_eos,
             # so max_tokens is the true length there (and an upper bound elsewhere).
@@ -141,7 +144,7 @@ class SchedulerCore:
         """The next tick: a batch in priority order, plus KV moves and releases."""
         plan = TickPlan(tick=self.tick + 1, released=self._released)
         self._released = []
-        order = self.policy.priority_order(now)
+        order = self.priority_order(now)
         self.swaps.fill(plan, order)
         batch = self._pick_batch(order)
         if not batch and not plan.swap_out and not plan.swap_in and not self._batches:
@@ -158,26 +161,40 @@ class SchedulerCore:
             self._batches[plan.tick] = batch
         return plan
 
+    def priority_order(self, now: float) -> list[Job]:
+        """The policy's order, with request priority classes above it (lower first). A job
+        the policy would count as starving joins the most urgent class present, so the
+        policy's starvation bound also holds across classes. Stable: within a class the
+        policy's order stands."""
+        order = self.policy.priority_order(now)
+        if all(job.priority == 0 for job in order):
+            return order
+        top = min(job.priority for job in order)
+        limit = now - self.policy.starvation_threshold
+
+        def cls(job: Job) -> int:
+            return top if job.last_served <= limit else job.priority
+
+        return sorted(order, key=cls)
+
     def _pick_batch(self, order: list[Job]) -> list[tuple[Job, int]]:
+        """The batch builder's entries (batching.pick_batch), with their blocks allocated."""
         lim = self.limits
+        entries = pick_batch(
+            order,
+            max_jobs=lim.max_batch_jobs,
+            max_tokens=lim.max_batch_tokens,
+            free_blocks=self.device.num_free,
+            block_size=lim.block_size,
+            max_started=lim.max_started_jobs,
+        )
         batch: list[tuple[Job, int]] = []
-        tokens_left = lim.max_batch_tokens
-        for job in order:
-            if len(batch) >= lim.max_batch_jobs or tokens_left <= 0:
-                break
-            if job.in_flight or job.location not in (KVLocation.NONE, KVLocation.DEVICE):
-                continue
-            n = min(job.num_uncomputed, tokens_left)  # a prompt chunk, or 1 when decoding
-            need = blocks_for_tokens(job.num_computed + n, lim.block_size) - len(job.block_ids)
-            # Admit a new job only if its whole prompt fits, so a started prefill can finish.
-            admit = blocks_for_tokens(len(job.prompt_ids) + 1, lim.block_size) - len(job.block_ids)
-            if not self.device.can_allocate(max(need, admit if not job.started else 0)):
-                continue
-            job.block_ids.extend(self.device.allocate(max(need, 0)))
+        for entry in entries:
+            job = entry.job
+            job.block_ids.extend(self.device.allocate(entry.new_blocks))
             job.location = KVLocation.DEVICE
             job.in_flight = True
-            batch.append((job, n))
-            tokens_left -= n
+            batch.append((job, entry.num_new_tokens))
         return batch
 
     def _to_scheduled(self, job: Job, n: int, plan: TickPlan) -> ScheduledJob:
@@ -281,7 +298,7 @@ class SchedulerCore:
     # ---- cache manager view --------------------------------------------------------------
 
     def snapshot(self, now: float) -> CacheSnapshot:
-        order = self.policy.priority_order(now)
+        order = self.priority_order(now)
         states = []
         for rank, job in enumerate(order):
             need = blocks_for_tokens(job.num_tokens + 1, self.limits.block_size)

@@ -70,6 +70,7 @@ def simulate(
     chunked_prefill: bool = True,
     max_time: float = math.inf,
     max_tokens: int | None = None,
+    max_started: int | None = None,
 ) -> SimResult:
     """Run `workload` through `policy` (a fresh instance) and return the metrics.
 
@@ -80,6 +81,7 @@ def simulate(
     max_time: stop the clock there; unfinished requests are counted, not recorded.
     max_tokens: the cap every request asks for (at least its output length); None gives
       each its own output length, which tells a policy reading it the exact length.
+    max_started: the batch builder's admission bound (see sched/batching.py).
     """
     requests = sorted(workload, key=lambda r: r.arrival)
     for r in requests:
@@ -106,6 +108,7 @@ def simulate(
         max_tokens=max_batch_tokens,
         block_size=block_size,
         chunked_prefill=chunked_prefill,
+        max_started=max_started,
     )
 
     while (next_arrival < len(requests) or active) and now < max_time:

@@ -49,13 +49,14 @@ def test_rejects_wrong_field_types():
     code = next(c for c, cls in MESSAGE_TYPES.items() if cls is SubmitRequest)
     header = struct.pack("!BBQ", code, PROTOCOL_VERSION, 1)
     params = [16, 1.0, 1.0, -1, None, 0, [], False, False]
-    ok = msgpack.packb(["id", [1, 2], params, 0.5])
-    assert Codec().decode(header + ok).message.prompt_ids == [1, 2]
-    wrong = msgpack.packb(["id", ["not", "ints"], params, 0.5])
+    ok = msgpack.packb(["id", [1, 2], params, 0.5, -3])
+    decoded = Codec().decode(header + ok).message
+    assert decoded.prompt_ids == [1, 2] and decoded.priority == -3
+    wrong = msgpack.packb(["id", ["not", "ints"], params, 0.5, 0])
     with pytest.raises(ProtocolError, match="SubmitRequest.prompt_ids: expected int"):
         Codec().decode(header + wrong)
     short = msgpack.packb(["id", [1]])
-    with pytest.raises(ProtocolError, match="needs 4 fields"):
+    with pytest.raises(ProtocolError, match="needs 5 fields"):
         Codec().decode(header + short)
     with pytest.raises(ProtocolError, match="undecodable"):
         Codec().decode(header + b"\xc1")

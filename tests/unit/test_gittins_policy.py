@@ -1,4 +1,4 @@
-"""GittinsPolicy with synthetic jobs: fallback, learning, levels, hysteresis, starvation."""
+"""GittinsPolicy with synthetic jobs: prior, learning, levels, hysteresis, starvation."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,6 @@ from fastserve.protocol.common import SamplingParams
 from fastserve.runtime.sched.cost_model import CostModel
 from fastserve.runtime.sched.gittins import GittinsPolicy
 from fastserve.runtime.sched.job import Job
-from fastserve.runtime.sched.mlfq import SkipJoinMLFQ
 from fastserve.runtime.sched.registry import make_policy
 from fastserve.runtime.sim.simulator import simulate
 from fastserve.runtime.sim.workload import lognormal_lengths, make_requests, poisson_arrivals
@@ -40,29 +39,34 @@ def order(p: GittinsPolicy, now: float = 0.0) -> list[Job]:
     return p.priority_order(now)
 
 
-def test_falls_back_to_skip_join_then_switches_and_logs() -> None:
+def test_ranks_by_prefill_from_the_prior_then_learns_and_logs() -> None:
     with capture_logs() as logs:
         p = GittinsPolicy(COST, min_completions=20)
-        ref = SkipJoinMLFQ(COST, starvation_threshold=p.starvation_threshold)
         jobs = [job(prompt=n, arrival=0.1 * i) for i, n in enumerate((10, 3000, 50, 700))]
-        twins = [job(prompt=len(j.prompt_ids), arrival=j.arrival) for j in jobs]
-        for j, t in zip(jobs, twins, strict=True):
+        for j in jobs:
             p.add(j, j.arrival)
-            ref.add(t, t.arrival)
-        p.on_served([(jobs[0], 0.05), (jobs[2], 0.01)], 1.0)
-        ref.on_served([(twins[0], 0.05), (twins[2], 0.01)], 1.0)
-        want = [twins.index(t) for t in ref.priority_order(1.0)]
-        assert [jobs.index(j) for j in order(p, 1.0)] == want and p.learning
+        # Nothing learned yet: the prior's tables rank unknown outputs by their prefill.
+        assert [jobs.index(j) for j in order(p, 1.0)] == [0, 2, 3, 1] and p.learning
         teach(p, [40] * 19, 2.0)
         assert p.learning  # 19 < 20 finished
         teach(p, [40], 2.0)
         assert not p.learning and p.num_rebuilds == 1
     events = [e["event"] for e in logs]
-    assert events[0] == "gittins_fallback_mlfq" and "gittins_active" in events
+    assert events[0] == "gittins_prior" and "gittins_active" in events
     table = next(e for e in logs if e["event"] == "gittins_table")
     assert table["window"] == 20 and table["mean"] == pytest.approx(40)
     assert table["cv"] == pytest.approx(0) and table["levels"] == 12
     assert {"finished", "censored", "index_range", "level_by_age"} <= set(table)
+
+
+def test_without_a_prior_arrival_order_until_learned() -> None:
+    p = GittinsPolicy(COST, min_completions=5, prior_requests=0)
+    jobs = [job(prompt=n, arrival=0.1 * i) for i, n in enumerate((3000, 10))]
+    for j in jobs:
+        p.add(j, j.arrival)
+    assert order(p, 1.0) == jobs
+    teach(p, [40] * 5, 2.0)
+    assert not p.learning and order(p, 2.0) == jobs[::-1]
 
 
 def test_uniform_lengths_keep_first_come_first_served() -> None:

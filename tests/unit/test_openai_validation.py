@@ -109,7 +109,7 @@ def test_wrong_types_name_the_field_and_the_expected_type(tok, field, value, exp
         ("temperature", 2.5, "`temperature` must be at least 0 and at most 2, got 2.5"),
         ("top_p", 0, "`top_p` must be greater than 0 and at most 1, got 0.0"),
         ("top_p", 1.01, "`top_p` must be greater than 0 and at most 1, got 1.01"),
-        ("top_k", -2, "`top_k` must be at least -1, got -2"),
+        ("top_k", -2, "`top_k` must be at least -1 and at most 2147483647, got -2"),
         ("min_tokens", -1, "`min_tokens` must be at least 0, got -1"),
     ],
 )

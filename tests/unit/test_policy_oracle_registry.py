@@ -1,4 +1,4 @@
-"""SRPT oracle ordering and the policy registry."""
+"""SRPT oracles' ordering and the policy registry."""
 
 import pytest
 
@@ -6,7 +6,7 @@ from fastserve.protocol.common import SamplingParams
 from fastserve.runtime.sched.cost_model import CostModel
 from fastserve.runtime.sched.job import Job
 from fastserve.runtime.sched.mlfq import PlainMLFQ, SkipJoinMLFQ
-from fastserve.runtime.sched.oracle import SRPTOracle
+from fastserve.runtime.sched.oracle import OutputOracle, TotalWorkOracle
 from fastserve.runtime.sched.policy import FCFSPolicy
 from fastserve.runtime.sched.registry import POLICY_NAMES, canonical_policy_name, make_policy
 
@@ -17,8 +17,8 @@ def job(rid: str, out: int | None, arrival: float = 0.0) -> Job:
     return Job(rid, [0], SamplingParams(), arrival, true_output_len=out)
 
 
-def test_oracle_orders_by_remaining_output_then_arrival() -> None:
-    p = SRPTOracle()
+def test_output_oracle_orders_by_remaining_output_then_arrival() -> None:
+    p = OutputOracle()
     jobs = [job("a", 10, 0.0), job("b", 3, 1.0), job("c", 3, 0.5), job("d", 7, 0.2)]
     for j in jobs:
         p.add(j, j.arrival)
@@ -31,15 +31,22 @@ def test_oracle_orders_by_remaining_output_then_arrival() -> None:
 
 def test_oracle_needs_true_lengths() -> None:
     with pytest.raises(ValueError, match="true_output_len"):
-        SRPTOracle().add(job("a", None), 0.0)
+        OutputOracle().add(job("a", None), 0.0)
+    with pytest.raises(ValueError, match="true_output_len"):
+        TotalWorkOracle(COST).add(job("a", None), 0.0)
 
 
 def test_registry_names_aliases_and_errors() -> None:
-    assert set(POLICY_NAMES) == {"fcfs", "mlfq", "skip-join-mlfq", "oracle", "gittins"}
+    assert set(POLICY_NAMES) == {
+        "fcfs", "mlfq", "skip-join-mlfq", "oracle", "oracle-output", "gittins"
+    }  # fmt: skip
     assert isinstance(make_policy("fcfs"), FCFSPolicy)
     assert type(make_policy("mlfq", COST)) is PlainMLFQ
     assert type(make_policy("Skip_Join_MLFQ", COST)) is SkipJoinMLFQ
-    assert isinstance(make_policy("srpt"), SRPTOracle)
+    assert isinstance(make_policy("srpt", COST), TotalWorkOracle)
+    assert isinstance(make_policy("oracle-output"), OutputOracle)
+    with pytest.raises(ValueError, match="needs a cost model"):
+        make_policy("oracle")
     assert canonical_policy_name("fastserve") == "skip-join-mlfq"
     p = make_policy("skip-join-mlfq", COST, num_queues=3, starvation_threshold=5.0)
     assert isinstance(p, SkipJoinMLFQ) and p.num_queues == 3 and p.starvation_threshold == 5.0
