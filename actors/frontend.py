@@ -12,6 +12,7 @@ import uuid
 
 from aiohttp import web
 
+from fastserve.protocol.control import EngineDown, EngineUp
 from fastserve.protocol.to_frontend import OutputBatch, SchedulerStats
 from fastserve.protocol.to_worker import Shutdown
 from fastserve.runtime.actor import Actor
@@ -51,9 +52,11 @@ class FrontendActor(Actor):
         port: int,
         zmq_address: str = "",
         curve: CurveServerKeys | None = None,
+        to_scheduler: Outbox | None = None,
     ) -> None:
         super().__init__(inbox)
         self.service = service
+        self.to_scheduler = to_scheduler  # reset when the engine is replaced
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
         self._zmq = ZmqClientEndpoint(service, zmq_address, curve=curve) if zmq_address else None
@@ -62,6 +65,8 @@ class FrontendActor(Actor):
             OutputBatch: self.service.handle_output_batch,
             SchedulerStats: self._on_stats,
             Shutdown: self._on_shutdown,
+            EngineDown: self._on_engine_down,
+            EngineUp: self._on_engine_up,
         }
 
     @classmethod
@@ -89,10 +94,45 @@ class FrontendActor(Actor):
             request_id_prefix=f"req-{uuid.uuid4().hex[:6]}-",  # unique per run
             options=options,
         )
-        return cls(inbox, service, cfg.host, cfg.port, cfg.zmq_client_address, curve)
+        return cls(
+            inbox, service, cfg.host, cfg.port, cfg.zmq_client_address, curve, to_scheduler
+        )
 
     async def _on_stats(self, stats: SchedulerStats) -> None:
-        self.service.metrics.scheduler = stats
+        if not self.service.restarting:  # a dead scheduler's last gauges are not news
+            self.service.metrics.scheduler = stats
+
+    async def _on_engine_down(self, msg: EngineDown) -> None:
+        """The supervisor saw an engine process die: fail every open request now (their
+        tokens will never come) and stop accepting until the new generation is ready."""
+        self.log.warning(
+            "engine.down", generation=msg.generation, reason=msg.reason, restarting=msg.restarting
+        )
+        if msg.restarting:
+            self.service.restarting = True
+            self.service.metrics.engine_restarting = True
+            why = f"the engine failed ({msg.reason}); the server is restarting it: retry"
+        else:
+            self.service.start_draining()
+            why = f"the engine failed ({msg.reason}); the server is shutting down"
+        self.service.metrics.scheduler = None
+        await self.service.fail_all(why)
+        self._reset_scheduler_link()
+
+    async def _on_engine_up(self, msg: EngineUp) -> None:
+        self._reset_scheduler_link()  # whatever queued meanwhile was for nobody
+        self.service.restarting = False
+        self.service.metrics.engine_restarting = False
+        self.service.metrics.engine_restarts += 1
+        self.log.info("engine.up", generation=msg.generation)
+
+    def _reset_scheduler_link(self) -> None:
+        """Requests and aborts queued for the dead scheduler must not reach its successor
+        (it would run requests the frontend has already failed). Outputs that the dead
+        one sent before dying are harmless: their request ids are no longer known here,
+        and ids are never reused (one counter for the frontend's life)."""
+        if self.to_scheduler is not None:
+            self.to_scheduler.reset()
 
     async def _on_shutdown(self, msg: Shutdown) -> None:
         self.request_stop()

@@ -43,8 +43,18 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=JSON",
         help="policy knob, e.g. starvation_threshold=5.0 (repeatable)",
     )
-    p.add_argument("--max-batch-jobs", type=int, default=d.scheduler.max_batch_jobs)
-    p.add_argument("--max-batch-tokens", type=int, default=d.scheduler.max_batch_tokens)
+    p.add_argument(
+        "--max-batch-jobs",
+        type=int,
+        default=d.scheduler.max_batch_jobs,
+        help="most jobs per iteration (0: 16 on CPU, 256 on GPU)",
+    )
+    p.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=d.scheduler.max_batch_tokens,
+        help="most tokens per iteration, prefills chunked to fit (0: 512 on CPU, 8192 on GPU)",
+    )
     p.add_argument(
         "--max-started-jobs",
         type=int,
@@ -89,6 +99,20 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--ready-timeout", type=float, default=d.ready_timeout_s)
     add_hardening_args(p)  # API keys, CurveZMQ, admission bounds, drain timeout
+    p.add_argument(
+        "--max-restarts",
+        type=int,
+        default=d.max_restarts,
+        help="engine restarts allowed within --restart-window after a process dies (0: exit)",
+    )
+    p.add_argument("--restart-window", type=float, default=d.restart_window_s, metavar="S")
+    p.add_argument(
+        "--restart-backoff",
+        type=float,
+        default=d.restart_backoff_s,
+        metavar="S",
+        help="wait before the first restart; doubles per restart in the window (cap 10 s)",
+    )
 
 
 def parse_policy_options(items: list[str]) -> dict[str, Any]:
@@ -124,6 +148,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     cfg.cache.watermark = args.swap_watermark
     cfg.parallel.tp, cfg.parallel.pp = args.tp, args.pp
     apply_hardening_args(cfg, args)
+    cfg.max_restarts, cfg.restart_window_s = args.max_restarts, args.restart_window
+    cfg.restart_backoff_s = args.restart_backoff
     return cfg
 
 

@@ -46,6 +46,7 @@ def build_inprocess(cfg: ServerConfig) -> InProcessServer:
     from fastserve.deploy.serve import resolve_device_dtype
 
     cfg.device, cfg.dtype = resolve_device_dtype(cfg.device, cfg.dtype)
+    cfg.scheduler.resolve_batch_limits(cfg.device)
     if cfg.cache.num_host_blocks is None:
         raise ValueError("an in-process server needs cache.num_host_blocks set")
     to_sched, to_front, to_cache, to_worker = (

@@ -4,6 +4,11 @@ Each node's supervisor watches its own processes. Across nodes the launches keep
 heartbeat over ZeroMQ (node 0 is the hub): a node that fails says so at once, and a node
 that goes silent for `heartbeat_timeout_s` counts as dead. Either way every other launch
 tears its node down and exits non-zero, so no node lingers serving half a model.
+
+Self-healing (restarting dead engine processes, see deploy/healing.py) applies to a
+one-node cluster only: across nodes a restart would need every node to replace its
+workers together and re-form the torch.distributed group, which is left to whatever
+restarts the launches (systemd, Kubernetes).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import time
 import zmq
 
 from fastserve.deploy.cluster import ClusterError, ClusterSpec, node_children, node_config
+from fastserve.deploy.healing import RestartPolicy
 from fastserve.deploy.supervisor import ServerFailure, Supervisor
 from fastserve.runtime.logging import configure_logging, get_logger
 
@@ -149,7 +155,8 @@ def launch(args: argparse.Namespace) -> int:
     )
     beat = Heartbeat(spec, args.node_rank, cfg.ready_timeout_s)
     beat.start()
-    sup = Supervisor(cfg, node_children(spec, args.node_rank))
+    restarts = RestartPolicy.from_config(cfg) if len(spec.nodes) == 1 else None
+    sup = Supervisor(cfg, node_children(spec, args.node_rank), restarts)
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         sup.start()

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fastserve.deploy.healing import RestartPolicy
 from fastserve.deploy.supervisor import ChildSpec, ServerFailure, Supervisor
 from fastserve.runtime.config import Endpoints, ServerConfig
 from fastserve.runtime.logging import configure_logging, get_logger
@@ -43,6 +44,7 @@ def prepare(cfg: ServerConfig) -> ServerConfig:
     context = int(hf.get("max_position_embeddings", 2048))
     cfg.max_model_len = min(cfg.max_model_len, context) if cfg.max_model_len else context
     cfg.device, cfg.dtype = resolve_device_dtype(cfg.device, cfg.dtype)
+    cfg.scheduler.resolve_batch_limits(cfg.device)
     if cfg.cache.num_device_blocks == 0:
         per_block = kv_bytes_per_block(
             model_dir, cfg.cache.block_size, cfg.dtype, cfg.parallel.tp, cfg.parallel.pp
@@ -138,6 +140,14 @@ def free_tcp_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+def fresh_dist_port(cfg: ServerConfig) -> None:
+    """Before a restart: a new rendezvous port for the workers' torch.distributed group.
+    The killed rank 0's port may linger in TIME_WAIT, and a dying straggler must not be
+    able to join the new group."""
+    if cfg.parallel.tp * cfg.parallel.pp > 1:
+        cfg.parallel.dist_port = free_tcp_port(cfg.parallel.dist_host)
+
+
 def node_children(cfg: ServerConfig) -> list[ChildSpec]:
     """Every process of a single-node server."""
     workers = [ChildSpec("worker", r) for r in range(cfg.parallel.tp * cfg.parallel.pp)]
@@ -164,7 +174,7 @@ def serve(cfg: ServerConfig) -> int:
     )
     if cfg.auto_profile:
         ensure_profile(cfg, log)
-    sup = Supervisor(cfg, node_children(cfg))
+    sup = Supervisor(cfg, node_children(cfg), RestartPolicy.from_config(cfg), fresh_dist_port)
     try:
         sup.start()
     except ServerFailure as exc:

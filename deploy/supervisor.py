@@ -1,15 +1,24 @@
-"""Start the actor processes of one node, wait for readiness, watch them, stop them."""
+"""Start the actor processes of one node, wait for readiness, watch them, stop them.
+
+With a RestartPolicy the supervisor also heals: an engine process (scheduler, cache
+manager, worker) that dies or reports ActorFailed makes it fail the frontend's open
+requests at once, kill the rest of the engine, and start a new generation of it on the
+same ipc paths after a backoff, while the frontend keeps serving /health ("restarting")
+and refusing requests with 503. See deploy/healing.py.
+"""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
 import zmq
 
+from fastserve.deploy.healing import FrontendLink, RestartPolicy
 from fastserve.protocol.codec import Codec, ProtocolError
 from fastserve.protocol.control import ActorFailed, ActorReady
 from fastserve.runtime.config import ServerConfig
@@ -18,6 +27,14 @@ from fastserve.runtime.logging import get_logger
 
 class ServerFailure(RuntimeError):
     """An actor failed, died, or did not become ready in time."""
+
+    def __init__(self, message: str, actor: str | None = None) -> None:
+        super().__init__(message)
+        self.actor = actor  # the child at fault, when one is (None: e.g. a ready timeout)
+
+
+class _StopRequested(Exception):
+    """A signal arrived while the engine was being restarted."""
 
 
 @dataclass
@@ -35,9 +52,18 @@ class ChildSpec:
 class Supervisor:
     """Owns the child processes of this node and the control socket they report to."""
 
-    def __init__(self, cfg: ServerConfig, children: list[ChildSpec]) -> None:
+    def __init__(
+        self,
+        cfg: ServerConfig,
+        children: list[ChildSpec],
+        restarts: RestartPolicy | None = None,
+        on_restart: Callable[[ServerConfig], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.children = children
+        self.restarts = restarts  # None: a failure of any child stops the node
+        self.on_restart = on_restart  # adjusts the config before a new generation spawns
+        self.generation = 0  # of the engine processes; +1 per restart
         self.procs: dict[str, mp.process.BaseProcess] = {}
         self.log = get_logger()
         self._zctx = zmq.Context()
@@ -47,6 +73,14 @@ class Supervisor:
         self._codec = Codec()
         self._stop = False
         self._hurry = False
+        self._front: FrontendLink | None = None
+        if any(c.role == "frontend" for c in children):
+            self._front = FrontendLink(self._zctx, cfg.endpoints.frontend_in)
+
+    @property
+    def engine(self) -> list[ChildSpec]:
+        """Every child but the frontend: what a restart replaces."""
+        return [c for c in self.children if c.role != "frontend"]
 
     def start(self) -> None:
         """Spawn every child and wait until all said they are ready.
@@ -54,7 +88,7 @@ class Supervisor:
         The frontend starts last, once everything behind it is ready: a request it accepted
         earlier could be scheduled in a tick that a worker not yet subscribed would miss.
         """
-        first = [c for c in self.children if c.role != "frontend"]
+        first = self.engine
         last = [c for c in self.children if c.role == "frontend"]
         deadline = time.monotonic() + self.cfg.ready_timeout_s
         for group in (first, last):
@@ -79,6 +113,8 @@ class Supervisor:
 
     def _wait_ready(self, waiting: set[str], deadline: float) -> None:
         while waiting:
+            if self._stop:
+                raise _StopRequested()
             if time.monotonic() > deadline:
                 raise ServerFailure(
                     f"not ready after {self.cfg.ready_timeout_s:.0f}s: {sorted(waiting)}"
@@ -90,7 +126,7 @@ class Supervisor:
                 self.log.info("actor_ready", child=msg.actor, **msg.info)
 
     def watch(self) -> int:
-        """Block until a signal asks us to stop (0) or a child dies or fails (1).
+        """Block until a signal asks us to stop (0) or a child fails past healing (1).
 
         A signal drains first: the frontend finishes its in-flight requests (up to
         drain_timeout_s) while the processes behind it still serve them.
@@ -100,18 +136,102 @@ class Supervisor:
         drain = False
         try:
             while not self._stop:
-                wait([p.sentinel for p in self.procs.values()], timeout=0.2)
-                self._check_alive()
-                self._poll_control(0)
+                try:
+                    wait([p.sentinel for p in self.procs.values()], timeout=0.2)
+                    self._check_alive()
+                    self._poll_control(0)
+                except ServerFailure as exc:
+                    if not self._heal(exc):
+                        return 1
             drain = True
             return 0
-        except ServerFailure as exc:
-            self.log.error("server_failed", error=str(exc))
-            return 1
+        except _StopRequested:
+            return 0  # stopped mid-restart: nothing runs that a drain could finish
         finally:
             if drain:
                 self._drain_frontend()
             self.shutdown()
+
+    def _heal(self, exc: ServerFailure) -> bool:
+        """Restart the engine after `exc`; False when the node must stop instead."""
+        healable = (
+            self.restarts is not None
+            and self._front is not None
+            and exc.actor is not None
+            and exc.actor != "frontend"
+        )
+        reason = str(exc)
+        while True:
+            if not healable:
+                self.log.error("server_failed", error=reason)
+                self._tell_down(reason, restarting=False)
+                return False
+            assert self.restarts is not None
+            self._tell_down(reason, restarting=True)  # open requests fail now, not at a timeout
+            failed_at = time.monotonic()
+            self._kill_engine()
+            delay = self.restarts.next_delay(failed_at)
+            if delay is None:
+                self.log.error(
+                    "restarts_exhausted",
+                    error=reason,
+                    max_restarts=self.restarts.max_restarts,
+                    window_s=self.restarts.window_s,
+                )
+                healable = False
+                continue
+            self.log.warning(
+                "engine_restarting",
+                error=reason,
+                generation=self.generation + 1,
+                delay_s=delay,
+                restarts_in_window=self.restarts.recent,
+            )
+            try:
+                self._pause(delay)
+                self._restart_engine(failed_at)
+                return True
+            except ServerFailure as again:  # the new generation failed too
+                reason = str(again)
+                healable = again.actor != "frontend"
+
+    def _tell_down(self, reason: str, restarting: bool) -> None:
+        if self._front is not None:
+            self._front.engine_down(self.generation, reason, restarting)
+
+    def _kill_engine(self) -> None:
+        """SIGKILL every engine process still alive and reap them all. Nothing of theirs
+        is worth a graceful stop, and a survivor must not talk to the next generation."""
+        for spec in self.engine:
+            proc = self.procs.pop(spec.name, None)
+            if proc is None:
+                continue
+            if proc.exitcode is None:
+                proc.kill()
+            proc.join(5)
+
+    def _pause(self, seconds: float) -> None:
+        """The backoff: stays responsive to signals and to the frontend dying."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if self._stop:
+                raise _StopRequested()
+            self._check_alive()
+            time.sleep(min(0.05, left))
+
+    def _restart_engine(self, failed_at: float) -> None:
+        self.generation += 1
+        if self.on_restart is not None:
+            self.on_restart(self.cfg)
+        self._spawn(self.engine)
+        self._wait_ready({c.name for c in self.engine}, time.monotonic() + self.cfg.ready_timeout_s)
+        if self._front is not None:
+            self._front.engine_up(self.generation)
+        self.log.info(
+            "engine_restarted",
+            generation=self.generation,
+            seconds=round(time.monotonic() - failed_at, 3),
+        )
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.log.info("shutdown_requested", signal=signal.Signals(signum).name)
@@ -122,7 +242,7 @@ class Supervisor:
         for name, proc in self.procs.items():
             if proc.exitcode is not None:
                 raise ServerFailure(
-                    f"actor {name} (pid {proc.pid}) exited with code {proc.exitcode}"
+                    f"actor {name} (pid {proc.pid}) exited with code {proc.exitcode}", name
                 )
 
     def _poll_control(self, timeout_s: float) -> object | None:
@@ -133,9 +253,18 @@ class Supervisor:
         except ProtocolError as exc:
             self.log.error("rejected_control_frame", error=str(exc))
             return None
+        if isinstance(msg, ActorReady | ActorFailed) and msg.pid not in self._live_pids():
+            # A killed generation's last words, read after its successor started.
+            self.log.info("stale_control_message", child=msg.actor, child_pid=msg.pid)
+            return None
         if isinstance(msg, ActorFailed):
-            raise ServerFailure(f"actor {msg.actor} (pid {msg.pid}) failed: {msg.message}")
+            raise ServerFailure(
+                f"actor {msg.actor} (pid {msg.pid}) failed: {msg.message}", msg.actor
+            )
         return msg
+
+    def _live_pids(self) -> set[int | None]:
+        return {p.pid for p in self.procs.values()}
 
     def _drain_frontend(self, grace_s: float = 10.0) -> None:
         """SIGTERM the frontend alone and wait for it to exit; stop early if another child
@@ -165,5 +294,7 @@ class Supervisor:
                 proc.kill()
                 proc.join(2)
         self._control.close(0)
+        if self._front is not None:
+            self._front.close()
         self._zctx.term()
         self.log.info("server_stopped")

@@ -50,6 +50,8 @@ MESSAGE_TYPES: dict[int, type] = {
     30: to_cache_manager.CacheSnapshot,
     40: control.ActorReady,
     41: control.ActorFailed,
+    42: control.EngineDown,
+    43: control.EngineUp,
     50: client.ClientSubmit,
     51: client.ClientAbort,
     52: client.ClientDelta,

@@ -21,3 +21,20 @@ class ActorFailed:
     actor: str  # actor name
     pid: int  # OS process id
     message: str  # the error, one line
+
+
+@dataclass
+class EngineDown:
+    """Supervisor -> frontend: an engine process (scheduler, cache manager, a worker) died
+    or failed. The frontend fails every open request at once instead of letting it hang."""
+
+    generation: int  # engine generation that failed (0: the first one started)
+    reason: str  # what failed, one line
+    restarting: bool  # True: a new generation is coming; False: the server is going down
+
+
+@dataclass
+class EngineUp:
+    """Supervisor -> frontend: a new generation of engine processes is ready to serve."""
+
+    generation: int  # the generation now serving

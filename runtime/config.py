@@ -10,16 +10,29 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+# Default (max_batch_jobs, max_batch_tokens) per device. CPU, from simulations with the
+# measured 2-core profile (benchmarks/sim_presets.py, six presets at 1x and 3x load): 16 jobs
+# and 512-token chunks gave the lowest mean JCT on every preset (code at 1x: 0.69x that of
+# 32 / 2048; a 2048-token chunk stalls every decode for a second on two cores). GPUs batch
+# far more per iteration for the same step time.
+BATCH_LIMITS: dict[str, tuple[int, int]] = {"cpu": (16, 512), "cuda": (256, 8192)}
+
 
 @dataclass
 class SchedulerConfig:
     """Batch limits and the policy."""
 
     policy: str = "gittins"  # gittins (default: total work, learned) | fcfs | skip-join-mlfq | ...
-    max_batch_jobs: int = 32  # most jobs in one iteration
-    max_batch_tokens: int = 2048  # most tokens (prefill chunks + decodes) in one iteration
+    max_batch_jobs: int = 0  # most jobs in one iteration; 0: by device (BATCH_LIMITS)
+    max_batch_tokens: int = 0  # most tokens (prefill chunks + decodes) per iteration; 0: by device
     max_started_jobs: int = 0  # most jobs holding KV half-done; 0: 2x max_batch_jobs, <0: no bound
     policy_options: dict[str, Any] = field(default_factory=dict)  # knobs passed to the policy
+
+    def resolve_batch_limits(self, device: str) -> None:
+        """Fill limits left at 0 with the device's defaults (BATCH_LIMITS)."""
+        jobs, tokens = BATCH_LIMITS.get(device, BATCH_LIMITS["cpu"])
+        self.max_batch_jobs = self.max_batch_jobs or jobs
+        self.max_batch_tokens = self.max_batch_tokens or tokens
 
     def started_bound(self) -> int | None:
         """The admission bound the batch builder applies (see sched/batching.py)."""
@@ -98,16 +111,25 @@ class ServerConfig:
     zmq_curve_secret_file: str = ""  # client endpoint's CurveZMQ key pair; "" = no CURVE
     zmq_allowed_clients: list[str] = field(default_factory=list)  # key dirs/files/Z85 keys
     # Unfinished requests (running or queued) past which new ones get a 429. A 2-core CPU
-    # server completes a few short requests per second: at 10x overload an unbounded queue
-    # grows by ~9x that every second, and every accepted request waits longer and longer.
-    # 256 keeps the worst wait of an accepted request near a minute or two there, and the
-    # frontend's and scheduler's per-request state at a few MB; refusing fast is kinder to
-    # clients (they retry elsewhere, or later) than a timeout after minutes.
-    max_queued_requests: int = 256
+    # server completes a few short requests per second; an unbounded queue at 10x overload
+    # grows without end and every accepted request waits longer and longer. 1024 still
+    # takes a production burst whole (the code-completion trace sends 300 requests in 12 s,
+    # ~3x capacity, and drains), keeps per-request state at a few MB, and refuses fast
+    # (kinder than a timeout after minutes) past that.
+    max_queued_requests: int = 1024
     # Their prompt + max_tokens, summed: bounds what a few huge requests may pile up
-    # (256 requests of ~1k tokens each); one request larger than this alone is still admitted.
-    max_queued_tokens: int = 262144
+    # (1024 requests of ~1k tokens); one request larger than this alone is still admitted.
+    max_queued_tokens: int = 1_048_576
     drain_timeout_s: float = 30.0  # SIGTERM: how long in-flight requests may still run
+    # -- production hardening (supervisor): self-healing of the engine processes ---------
+    # A dead scheduler, cache manager or worker makes the supervisor restart all three
+    # (the frontend and its port stay up), at most max_restarts times in restart_window_s;
+    # the wait before restart k (0-based, in the window) is restart_backoff_s * 2**k, capped
+    # at restart_backoff_max_s. Past the bound the server exits non-zero. 0 disables.
+    max_restarts: int = 5
+    restart_window_s: float = 600.0
+    restart_backoff_s: float = 0.5
+    restart_backoff_max_s: float = 10.0
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

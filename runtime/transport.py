@@ -36,6 +36,9 @@ class Outbox(ABC):
     async def send(self, message: Any) -> None:
         """Queue a message for delivery; never blocks on a slow receiver."""
 
+    def reset(self) -> None:
+        """Drop whatever is queued and not yet delivered (the peer was replaced)."""
+
     def close(self) -> None:
         """Release resources."""
 

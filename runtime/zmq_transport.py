@@ -67,20 +67,37 @@ class ZmqOutbox(Outbox):
     """A PUSH socket connected to a peer's PULL, or a bound PUB socket."""
 
     def __init__(self, ctx: zmq.asyncio.Context, address: str, kind: str = "push") -> None:
-        if kind == "push":
-            self._sock = ctx.socket(zmq.PUSH)
-            self._sock.connect(address)
-        elif kind == "pub":
-            self._sock = ctx.socket(zmq.PUB)
-            self._sock.bind(address)
-        else:
+        if kind not in ("push", "pub"):
             raise ValueError(f"unknown outbox kind {kind!r}")
-        self._sock.setsockopt(zmq.SNDHWM, 0)
-        self._sock.setsockopt(zmq.LINGER, 1000)
+        self._ctx, self._address, self._kind = ctx, address, kind
+        self._sock = self._open()
         self._codec = Codec()
+
+    def _open(self) -> zmq.asyncio.Socket:
+        if self._kind == "push":
+            sock = self._ctx.socket(zmq.PUSH)
+            sock.connect(self._address)
+        else:
+            sock = self._ctx.socket(zmq.PUB)
+            sock.bind(self._address)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.LINGER, 1000)
+        return sock
 
     async def send(self, message: Any) -> None:
         await self._sock.send(self._codec.encode(message), copy=False)
+
+    def reset(self) -> None:
+        """A fresh PUSH socket to the same address, the old one closed without linger.
+
+        A connected PUSH keeps what its peer never read and hands it to whoever binds
+        the address next: after a restart the new scheduler would get requests the
+        frontend has already failed. Closing with linger 0 drops them.
+        """
+        if self._kind != "push":
+            raise ValueError("only a PUSH outbox can be reset")
+        self._sock.close(linger=0)
+        self._sock = self._open()
 
     def close(self) -> None:
         self._sock.close(linger=1000)

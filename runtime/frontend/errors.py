@@ -49,9 +49,14 @@ def model_not_found(name: str) -> RequestError:
     )
 
 
-def service_unavailable(message: str) -> RequestError:
-    """Not ready yet, or draining before shutdown: another replica should take it."""
-    return RequestError(message, status=503, err_type="service_unavailable", code="unavailable")
+def service_unavailable(
+    message: str, code: str = "unavailable", retry_after: int | None = None
+) -> RequestError:
+    """Not ready yet, draining before shutdown, or restarting: another replica (or this one,
+    after `retry_after` seconds) should take it."""
+    return RequestError(
+        message, status=503, err_type="service_unavailable", code=code, retry_after=retry_after
+    )
 
 
 def server_error_body(message: str) -> dict[str, Any]:

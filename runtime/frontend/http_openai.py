@@ -47,6 +47,8 @@ async def health(request: web.Request) -> web.Response:
     # Draining answers 503 so that load balancers stop sending before the server is gone.
     if service.draining:
         return web.json_response({"status": "draining"}, status=503)
+    if service.restarting:  # the frontend is up but nothing behind it can serve yet
+        return web.json_response({"status": "restarting"}, status=503)
     if not service.ready:
         return web.json_response({"status": "starting"}, status=503)
     return web.json_response({"status": "ok"})

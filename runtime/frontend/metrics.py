@@ -59,6 +59,8 @@ class FrontendMetrics:
         )
         self.jct = Histogram("job_completion_time_seconds", "Arrival to last token.", JCT_BUCKETS)
         self.scheduler: SchedulerStats | None = None  # latest gauges from the scheduler
+        self.engine_restarts = 0  # new generations of engine processes that became ready
+        self.engine_restarting = False  # the engine is down and a new one is starting
 
     def render(self, running: int) -> str:
         lines: list[str] = []
@@ -79,6 +81,11 @@ class FrontendMetrics:
             lines, "generation_tokens_total", "counter", "Tokens generated.", self.generation_tokens
         )
         lines += self.ttft.render() + self.jct.render()
+        _scalar(
+            lines, "engine_restarts_total", "counter", "Engine restarts.", self.engine_restarts
+        )
+        restarting = int(self.engine_restarting)
+        _scalar(lines, "engine_restarting", "gauge", "Engine restarting (1).", restarting)
         if self.scheduler is not None:
             lines += _scheduler_lines(self.scheduler)
         return "\n".join(lines) + "\n"

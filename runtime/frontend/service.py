@@ -30,6 +30,8 @@ from fastserve.runtime.frontend.options import FrontendOptions
 from fastserve.runtime.frontend.tokenizer import ModelTokenizer
 
 Send = Callable[[object], Awaitable[None] | None]
+# Retry-After while the engine restarts: a restart of a small model takes a few seconds.
+ENGINE_RESTART_RETRY_S = 2
 _log = structlog.get_logger(actor="frontend")  # lazy: honours a later structlog.configure
 
 
@@ -92,6 +94,7 @@ class FrontendService:
             self.options.max_batch_jobs,
         )
         self.draining = False  # SIGTERM: finish what runs, accept nothing new
+        self.restarting = False  # the engine behind us died and is being restarted
         self.reserved_tokens = 0  # prompt + max_tokens of every unfinished request
         self._idle = asyncio.Event()  # set whenever no request is unfinished
         self._idle.set()
@@ -174,6 +177,12 @@ class FrontendService:
             raise service_unavailable("the server is not ready")
         if self.draining:
             raise service_unavailable("the server is shutting down: send the request elsewhere")
+        if self.restarting:
+            raise service_unavailable(
+                "the engine is restarting after a failure: retry shortly",
+                code="engine_restarting",
+                retry_after=ENGINE_RESTART_RETRY_S,
+            )
         self.admission.check_count(len(self._requests), self._backlog)
 
     def start_draining(self) -> None:

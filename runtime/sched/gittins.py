@@ -58,7 +58,16 @@ def max_tokens_class(job: Job) -> str:
     return f"le{1 << max(0, math.ceil(math.log2(max(1, job.sampling.max_tokens))))}"
 
 
-_CLASSIFIERS: dict[str, Callable[[Job], Hashable]] = {"max_tokens": max_tokens_class}
+def prompt_len_class(job: Job) -> str:
+    """Bucket by prompt length, in powers of two from 32 (e.g. 'p256'): code completion's
+    long prompts and short outputs learn a table apart from chat's short prompts."""
+    return f"p{1 << max(5, math.ceil(math.log2(max(1, len(job.prompt_ids)))))}"
+
+
+_CLASSIFIERS: dict[str, Callable[[Job], Hashable]] = {
+    "max_tokens": max_tokens_class,
+    "prompt_len": prompt_len_class,
+}
 
 
 @dataclass
@@ -91,7 +100,7 @@ class GittinsPolicy(SchedulingPolicy):
         max_bins: int = 4096,
         starvation_threshold: float | None = None,
         boost_tokens: int = 32,
-        max_boosted: int | None = None,
+        max_boosted: int | None = 1,
         unit_batch: int | None = None,
         class_by: str | Callable[[Job], Hashable] | None = None,
         max_cap_tables: int = 64,

@@ -69,7 +69,8 @@ def test_tp2_pp2_server_matches_single_worker(tiny_dir, tmp_path):
 
 
 def test_killed_worker_fails_every_request_and_every_process(tiny_dir, tmp_path):
-    server = ServerProcess(server_args(tiny_dir, "--tp", "2", "--pp", "2"), tmp_path)
+    args = server_args(tiny_dir, "--tp", "2", "--pp", "2", "--max-restarts", "0")
+    server = ServerProcess(args, tmp_path)  # restarts off: a failure is final
     with started(server):
         tree = descendants(server.proc.pid)
         victim = next(p for p, t in tree.items() if "fastserve-worker-1" in t)

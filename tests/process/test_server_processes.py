@@ -133,7 +133,8 @@ def _alive(pid: int) -> bool:
 
 
 def test_dead_worker_fails_requests_and_brings_server_down(tiny_dir, tmp_path):
-    server = ServerProcess(server_args(tiny_dir), tmp_path)
+    # Restarts off: the old contract (tests/process/test_self_healing.py has the new one).
+    server = ServerProcess(server_args(tiny_dir, "--max-restarts", "0"), tmp_path)
     with server:
         worker = next(
             p for p, t in descendants(server.proc.pid).items() if "fastserve-worker-0" in t

@@ -26,8 +26,8 @@ def test_defaults_bound_the_queue_and_leave_auth_off(monkeypatch):
     monkeypatch.delenv(API_KEY_ENV, raising=False)
     cfg = config()
     assert (cfg.max_queued_requests, cfg.max_queued_tokens, cfg.drain_timeout_s) == (
-        256,
-        262144,
+        1024,
+        1_048_576,
         30.0,
     )
     assert cfg.api_keys == [] and not cfg.metrics_public and not cfg.zmq_curve_secret_file
