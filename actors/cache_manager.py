@@ -1,9 +1,8 @@
-"""Cache manager actor: the directory of every job's KV and the proactive swap planner."""
+"""Cache manager actor: runs the proactive swap planner on the scheduler's KV snapshots."""
 
 from __future__ import annotations
 
 from fastserve.protocol.to_cache_manager import CacheSnapshot
-from fastserve.protocol.to_worker import Shutdown
 from fastserve.runtime.actor import Actor
 from fastserve.runtime.kv.swap_planner import ProactiveSwapPlanner
 from fastserve.runtime.transport import Inbox, Outbox
@@ -18,16 +17,14 @@ class CacheManagerActor(Actor):
         super().__init__(inbox)
         self.to_scheduler = to_scheduler
         self.planner = planner
-        self.directory: dict[str, tuple[str, int]] = {}  # request id -> (location, blocks)
         self._latest: CacheSnapshot | None = None
-        self.handlers = {CacheSnapshot: self._on_snapshot, Shutdown: self._on_shutdown}
+        self._skipped = 0  # snapshots replaced before planning: the planner lags the ticks
+        self.handlers = {CacheSnapshot: self._on_snapshot}
 
     async def _on_snapshot(self, snap: CacheSnapshot) -> None:
         # Only the newest snapshot matters; older ones that queued up are skipped.
+        self._skipped += self._latest is not None
         self._latest = snap
-
-    async def _on_shutdown(self, msg: Shutdown) -> None:
-        self.request_stop()
 
     def has_work(self) -> bool:
         return self._latest is not None
@@ -35,8 +32,8 @@ class CacheManagerActor(Actor):
     async def step(self) -> None:
         snap, self._latest = self._latest, None
         assert snap is not None
-        self.directory = {j.request_id: (j.location, j.num_blocks) for j in snap.jobs}
         plan = self.planner.plan(snap)
+        skipped, self._skipped = self._skipped, 0
         if plan.offload or plan.upload:
             self.log.debug(
                 "swap_plan",
@@ -45,5 +42,6 @@ class CacheManagerActor(Actor):
                 upload=plan.upload,
                 free_device=snap.free_device_blocks,
                 free_host=snap.free_host_blocks,
+                skipped=skipped,  # snapshots it never planned for: the plan came late
             )
             await self.to_scheduler.send(plan)

@@ -14,7 +14,6 @@ from aiohttp import web
 
 from fastserve.protocol.control import EngineDown, EngineUp
 from fastserve.protocol.to_frontend import OutputBatch, SchedulerStats
-from fastserve.protocol.to_worker import Shutdown
 from fastserve.runtime.actor import Actor
 from fastserve.runtime.config import ServerConfig
 from fastserve.runtime.curve_keys import CurveServerKeys
@@ -64,7 +63,6 @@ class FrontendActor(Actor):
         self.handlers = {
             OutputBatch: self.service.handle_output_batch,
             SchedulerStats: self._on_stats,
-            Shutdown: self._on_shutdown,
             EngineDown: self._on_engine_down,
             EngineUp: self._on_engine_up,
         }
@@ -133,9 +131,6 @@ class FrontendActor(Actor):
         and ids are never reused (one counter for the frontend's life)."""
         if self.to_scheduler is not None:
             self.to_scheduler.reset()
-
-    async def _on_shutdown(self, msg: Shutdown) -> None:
-        self.request_stop()
 
     def terminate(self) -> None:
         """SIGTERM: refuse new requests (503), let in-flight ones finish, then stop.

@@ -14,7 +14,7 @@ from fastserve.protocol.to_scheduler import (
     SwapDone,
     SwapPlan,
 )
-from fastserve.protocol.to_worker import Shutdown, TickPlan
+from fastserve.protocol.to_worker import TickPlan
 from fastserve.runtime.actor import Actor
 from fastserve.runtime.sched.scheduler_core import SchedulerCore
 from fastserve.runtime.transport import Inbox, Outbox
@@ -57,7 +57,6 @@ class SchedulerActor(Actor):
             StepFailed: self._on_failed,
             SwapDone: self._on_swap_done,
             SwapPlan: self._on_swap_plan,
-            Shutdown: self._on_shutdown,
         }
 
     async def dispatch(self, message: object) -> None:
@@ -69,7 +68,7 @@ class SchedulerActor(Actor):
         arrival = now - max(0.0, time.time() - req.arrival_time)
         self._arrivals[req.request_id] = arrival
         self.log.info(
-            "request_admitted",
+            "request_queued",  # "job_admitted" follows when it is first scheduled
             request_id=req.request_id,
             prompt_tokens=len(req.prompt_ids),
             max_tokens=req.sampling.max_tokens,
@@ -109,9 +108,6 @@ class SchedulerActor(Actor):
     async def _on_swap_plan(self, plan: SwapPlan) -> None:
         self.core.request_swaps(plan)
 
-    async def _on_shutdown(self, msg: Shutdown) -> None:
-        self.request_stop()
-
     def has_work(self) -> bool:
         if self._outputs:
             return True
@@ -129,6 +125,8 @@ class SchedulerActor(Actor):
 
     async def _launch_tick(self) -> None:
         plan = self.core.schedule(self.clock())
+        for level, event, fields in self.core.events.drain():
+            getattr(self.log, level)(event, **fields)
         if not (plan.scheduled or plan.swap_in or plan.swap_out or plan.released):
             self._may_progress = False  # wait for a message before trying again
             return

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from fastserve.protocol.common import BlockCopy
 from fastserve.protocol.to_scheduler import SampledToken, StepFailed, StepResult, SwapDone
-from fastserve.protocol.to_worker import Shutdown, TickPlan
+from fastserve.protocol.to_worker import TickPlan
 from fastserve.runtime.actor import Actor
 from fastserve.runtime.transport import Inbox, Outbox
 from fastserve.runtime.worker_state import StepEntry, WorkerJobTable
@@ -93,13 +93,10 @@ class WorkerActor(Actor):
         self._swap_wait_seen = 0.0  # runner.swap_wait_s already reported
         self._ticks: deque[TickPlan] = deque()
         self._copies: list[_Copy] = []
-        self.handlers = {TickPlan: self._on_tick, Shutdown: self._on_shutdown}
+        self.handlers = {TickPlan: self._on_tick}
 
     async def _on_tick(self, plan: TickPlan) -> None:
         self._ticks.append(plan)
-
-    async def _on_shutdown(self, msg: Shutdown) -> None:
-        self.request_stop()
 
     def has_work(self) -> bool:
         return bool(self._ticks) or bool(self._copies)
@@ -163,15 +160,14 @@ class WorkerActor(Actor):
         still = []
         for copy in self._copies:
             if copy.handle.done():
+                seconds = time.perf_counter() - copy.started
                 await self.to_scheduler.send(
-                    SwapDone(
-                        copy.tick,
-                        self.rank,
-                        copy.request_id,
-                        copy.direction,
-                        time.perf_counter() - copy.started,
-                    )
+                    SwapDone(copy.tick, self.rank, copy.request_id, copy.direction, seconds)
                 )
+                # Per rank, to spot a slow one (the scheduler logs the move once all are done).
+                self.log.debug("kv_copy_done", request_id=copy.request_id, tick=copy.tick,
+                               direction=copy.direction, seconds=round(seconds, 6),
+                               worker=self.rank)
             else:
                 still.append(copy)
         self._copies = still

@@ -5,7 +5,7 @@ Same model, dtype, batch and prompt lengths; every job is forced to generate exa
 and each figure is the best of --repeats runs, so a noisy neighbour on a shared machine
 hurts both sides alike. Prints a table and writes JSON (--out).
 
-    python -m fastserve.benchmarks.bench_decode --batch-sizes 1,8,32
+    .venv/bin/python benchmarks/bench_decode.py --batch-sizes 1,8,32
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@
    model in one process. The last stage sends each tick's tokens back to the first, which
    needs them before it can run that group's next decode step (as with the scheduler).
 
-    python -m fastserve.benchmarks.bench_pipeline [--ticks 60] [--batch 8] [--out r.json]
+    .venv/bin/python benchmarks/bench_pipeline.py [--ticks 60] [--batch 8] [--out r.json]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -185,7 +186,8 @@ def _rank(
 
 
 def real(batch: int, ticks: int) -> list[dict]:
-    from fastserve.tests.model_fixtures import make_tiny_llama_dir
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.*
+    from tests.model_fixtures import make_tiny_llama_dir
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     model = str(make_tiny_llama_dir(tmp / "model", seed=1, **MODEL))

@@ -22,9 +22,10 @@ from typing import Any
 
 import structlog
 
-from fastserve.protocol.codec import Codec
-from fastserve.tests.fuzz_cases import random_frame, random_http_case, random_multipart
-from fastserve.tests.fuzz_harness import FuzzTarget, decode_outcome
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.*
+from fastserve.protocol.codec import Codec  # noqa: E402
+from tests.fuzz_cases import random_frame, random_http_case, random_multipart  # noqa: E402
+from tests.fuzz_harness import FuzzTarget, decode_outcome  # noqa: E402
 
 HTTP_CONCURRENCY = 16  # cases in flight at once: the fake scheduler answers in parallel
 ZMQ_BATCH = 50  # frames between two "still serving?" probes

@@ -46,7 +46,10 @@ FIGURES = (
 
 def run_one(policy: str, args: argparse.Namespace, workload: list, log: Path) -> dict[str, Any]:
     with running_server(policy, args.server_arg, log, ready_timeout=args.ready_timeout) as url:
-        results, counters, elapsed = asyncio.run(replay(url, workload, progress=False))
+        # No request is cut off: an overloaded FCFS run can take many minutes to drain.
+        results, counters, elapsed = asyncio.run(
+            replay(url, workload, progress=False, request_timeout=3600.0)
+        )
     summary = real_summary(results, counters, elapsed)
     summary.pop("jcts")
     if summary["num_failed"]:

@@ -31,9 +31,8 @@ from typing import Any
 import numpy as np
 import structlog
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sim_policies import DEFAULT_TRACE, ENGINES, calibrate_rate  # noqa: E402
-
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+from benchmarks.sim_policies import DEFAULT_TRACE, ENGINES, trace_rate_scale  # noqa: E402
 from fastserve.runtime.sched.gittins import GittinsPolicy  # noqa: E402
 from fastserve.runtime.sched.gittins_model import POOLED  # noqa: E402
 from fastserve.runtime.sched.length_dist import LengthWindow  # noqa: E402
@@ -79,7 +78,7 @@ def build(name: str, n: int, seed: int, load: float, trace: str) -> tuple[list[R
         outputs = np.concatenate([uniform_lengths(n // 2, 50, 150, rng), heavy[n // 2 :]])
     else:
         raise ValueError(name)
-    rate = calibrate_rate((prompts, outputs), ENGINE, trace, load, **kw)
+    rate = trace_rate_scale((prompts, outputs), ENGINE, trace, load, **kw)
     return make_requests(trace_arrivals(trace, n, rate), prompts, outputs), rate
 
 

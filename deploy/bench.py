@@ -4,6 +4,11 @@ One run (a server is already up):
 
     fastserve bench --url http://127.0.0.1:8000 --preset heavy-tailed --rate 1
 
+vLLM's flags work as in `vllm bench serve`: `--request-rate`, `--burstiness` (gamma
+inter-arrivals; with `--arrivals poisson`), `--max-concurrency` (requests in flight) and
+`--goodput ttft:MS tpot:MS e2el:MS`; the report has TTFT, TPOT, ITL and E2E latency, and
+the JSON repeats them under vLLM's names.
+
 Policy comparison (starts one `fastserve serve` per policy with the same batch limits and a
 small device KV pool plus a host pool, so preempted jobs are swapped; replays the SAME
 workload at each rate; then simulates the same workload with the cost model):
@@ -35,6 +40,7 @@ from fastserve.deploy.bench_report import (
     single_table,
     write_figure,
 )
+from fastserve.deploy.bench_timeline import write_queue_figure
 from fastserve.deploy.loadgen import RequestResult, check_local_url, replay
 from fastserve.deploy.loadgen_workload import (
     add_workload_args,
@@ -43,10 +49,10 @@ from fastserve.deploy.loadgen_workload import (
     resolve_workload_args,
     workload_info,
 )
+from fastserve.deploy.profile_cmd import cached_cost_model
 from fastserve.deploy.simulate_cmd import (
     add_engine_args,
     engine_kwargs,
-    load_cost_model,
     mean_unloaded_jct,
     policy_list,
     resolve_rates,
@@ -54,6 +60,7 @@ from fastserve.deploy.simulate_cmd import (
     run_sim,
 )
 from fastserve.runtime.sched.registry import make_policy_from_spec
+from fastserve.runtime.sim.metrics import Reservoir, parse_goodput, vllm_names
 from fastserve.runtime.sim.workload import Request
 
 
@@ -69,6 +76,20 @@ def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _slo(text: str) -> tuple[str, float]:
+    try:
+        return next(iter(parse_goodput([text]).items()))
+    except ValueError as bad:
+        raise argparse.ArgumentTypeError(str(bad)) from None
+
+
 def register(p: argparse.ArgumentParser) -> None:
     add_workload_args(p)
     g = p.add_argument_group("client")
@@ -82,7 +103,14 @@ def register(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--repeat-token", action="store_true", help="prompts repeat the LOW id")
     g.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request")
-    g.add_argument("--max-concurrency", type=int, default=512, help="open connections at most")
+    g.add_argument(
+        "--max-concurrency", type=_positive, default=None,
+        help="requests in flight at most, as vLLM's (later arrivals wait; default: no bound)",
+    )  # fmt: skip
+    g.add_argument(
+        "--goodput", type=_slo, nargs="+", default=[], metavar="KEY:MS",
+        help="SLOs for goodput (req/s meeting all), e.g. ttft:500 tpot:50 e2el:10000",
+    )  # fmt: skip
     g.add_argument("--warmup", type=int, default=2, help="requests sent before measuring")
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--out", default="bench_results/bench.json")
@@ -110,6 +138,7 @@ def register(p: argparse.ArgumentParser) -> None:
 def _replay(
     args: argparse.Namespace, url: str, wl: list[Request], seed: int, desc: str
 ) -> dict[str, Any]:
+    itl = Reservoir(seed=seed)  # every inter-token gap, in bounded memory
     results, counters, elapsed = asyncio.run(
         replay(
             url,
@@ -123,9 +152,11 @@ def _replay(
             warmup=args.warmup,
             progress=not args.no_progress,
             desc=desc,
+            itl=itl,
         )
     )
-    summary = real_summary(results, counters, elapsed)
+    summary = real_summary(results, counters, elapsed, itl=itl, slo=dict(args.goodput))
+    summary["vllm"] = vllm_names(summary)  # the same figures under vLLM's names, in ms
     summary["requests"] = [r.to_dict() for r in results]
     _warn_failures(results, desc)
     return summary
@@ -152,10 +183,13 @@ def run_single(args: argparse.Namespace) -> int:
     summary = _replay(args, url, wl, w["seed"], "bench")
     print(single_table(summary))
     report = {"command": "bench", "url": url, "workload": workload_info(w, wl), "summary": summary}
-    print(f"wrote {_write_json(args.out, report)}")
-    if args.figure:
-        run = {"policy": "server", "rate": run_rate(w["rate"], wl), "real": summary}
-        print(f"wrote {write_figure(args.figure, [run], describe_line(wl))}")
+    out = _write_json(args.out, report)
+    run = {"policy": "server", "rate": run_rate(w["rate"], wl), "real": summary}
+    figure = write_figure(args.figure or out.with_suffix(".png"), [run], describe_line(wl))
+    queue = write_queue_figure(
+        out.with_suffix(".queue.png"), [("queue depth", summary["requests"])], describe_line(wl)
+    )
+    print(f"wrote {out}, {figure} (JCT CDF), {queue} (queue depth)")
     return 0 if summary["num_failed"] == 0 else 1
 
 
@@ -182,7 +216,7 @@ def run_compare(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     w = resolve_workload_args(args)
     policies = policy_list(args.compare_policies)
-    cost, source = load_cost_model(args)
+    cost, source = cached_cost_model(args.cost_model, args.model, args.dtype, args.device)
     for spec in policies:  # fail on a bad name or option now, not after the first servers
         make_policy_from_spec(spec, cost)
     kw = engine_kwargs(args)
@@ -208,7 +242,9 @@ def run_compare(args: argparse.Namespace) -> int:
                 real = _replay(args, url, wl, w["seed"], f"{policy} @ {rate:.3g}/s")
                 runs.append({"policy": policy, "rate": rate, "real": real})
     if not args.no_sim:
-        for run in runs:
+        from tqdm import tqdm
+
+        for run in tqdm(runs, desc="simulating", unit="run", disable=args.no_progress):
             wl = workloads[run["rate"]]
             run["sim"] = run_sim(wl, run["policy"], cost, kw)
             run["sim"]["unloaded_jct_mean"] = mean_unloaded_jct(wl, cost, kw["max_batch_tokens"])
@@ -232,6 +268,10 @@ def run_compare(args: argparse.Namespace) -> int:
     figure = args.figure or str(out.with_suffix(".png"))
     title = f"{len(policies)} policies; {describe_line(next(iter(workloads.values())))}"
     print(f"wrote {out}, {write_figure(figure, runs, title)} ({report['elapsed_s']:.0f} s)")
+    top = max(workloads)  # queue depth per policy at the highest rate, as the CDF panel
+    series = [(f"{r['policy']} @ {top:.3g}/s", r["real"]["requests"]) for r in runs
+              if r["rate"] == top]  # fmt: skip
+    print(f"wrote {write_queue_figure(out.with_suffix('.queue.png'), series, title)}")
     return 0 if all(run["real"]["num_failed"] == 0 for run in runs) else 1
 
 

@@ -8,12 +8,12 @@ generator) and/or a "sim" side (the simulator), each a flat summary dict (see
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fastserve.deploy.loadgen import RequestResult
-from fastserve.runtime.sim.metrics import summarize
+from fastserve.runtime.sim.metrics import SLO_METRICS, Reservoir, summarize
 from fastserve.runtime.sim.simulator import SimResult
 
 # (summary key, header, scale): the columns of the comparison table.
@@ -30,12 +30,18 @@ COLUMNS = (
 
 
 def real_summary(
-    results: Sequence[RequestResult], counters: dict[str, float], elapsed: float
+    results: Sequence[RequestResult],
+    counters: dict[str, float],
+    elapsed: float,
+    *,
+    itl: Reservoir | None = None,
+    slo: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Metrics over the requests that got exactly their tokens, the server's counters, and
-    what went wrong (failures, wrong lengths, how late the client sent requests)."""
+    """Metrics over the requests that got exactly their tokens (ITL over the gaps in
+    `itl`, goodput under `slo`), the server's counters, and what went wrong (failures,
+    wrong lengths, how late the client sent requests)."""
     ok = [r for r in results if r.ok]
-    summary: dict[str, Any] = dict(summarize([r.record() for r in ok]))
+    summary: dict[str, Any] = dict(summarize([r.record() for r in ok], itl=itl, slo=slo))
     summary.update({k: float(v) for k, v in counters.items()})
     summary.update(
         {
@@ -131,24 +137,32 @@ def comparison_table(runs: Sequence[dict[str, Any]]) -> str:
 
 def single_table(summary: dict[str, Any]) -> str:
     """A one-run report: each metric's mean, median, p90 and p99, then totals."""
-    lines = [f"{'metric':22s} {'mean':>9s} {'median':>9s} {'p90':>9s} {'p99':>9s}"]
+    lines = [f"{'metric':30s} {'mean':>9s} {'median':>9s} {'p90':>9s} {'p99':>9s}"]
     for prefix, title, scale in (
-        ("jct", "JCT (s)", 1.0),
-        ("ttft", "TTFT (s)", 1.0),
+        ("jct", "E2EL = JCT (s)", 1.0),
+        ("ttft", "TTFT (ms)", 1e3),
         ("tpot", "TPOT (ms)", 1e3),
+        ("itl", "ITL (ms)", 1e3),
         ("norm_latency", "JCT/token (ms)", 1e3),
     ):
+        if f"{prefix}_mean" not in summary:
+            continue  # e.g. ITL of a run that did not time its chunks
         cells = [
             _cell(summary.get(f"{prefix}_{s}"), scale) for s in ("mean", "median", "p90", "p99")
         ]
-        lines.append(f"{title:22s} " + " ".join(f"{c:>9s}" for c in cells))
+        lines.append(f"{title:30s} " + " ".join(f"{c:>9s}" for c in cells))
     for key in (
-        "num_requests", "num_failed", "throughput_tokens_per_s", "throughput_requests_per_s",
-        "preemptions", "swaps", "offloads", "uploads", "recomputes", "elapsed_s", "max_send_lag_s",
-        "busy_seconds", "swap_wait_seconds", "swap_wait_fraction",
+        "num_requests", "num_failed", "throughput_requests_per_s", "goodput_requests_per_s",
+        "throughput_tokens_per_s", "throughput_total_tokens_per_s", "preemptions", "swaps",
+        "offloads", "uploads", "recomputes", "elapsed_s", "max_send_lag_s", "busy_seconds",
+        "swap_wait_seconds", "swap_wait_fraction",
     ):  # fmt: skip
         if key in summary:
-            lines.append(f"{key:22s} {_cell(summary[key], 1.0):>9s}")
+            lines.append(f"{key:30s} {_cell(summary[key], 1.0):>9s}")
+    slos = [f"{m} <= {summary[f'slo_{m}_s'] * 1e3:g} ms" for m in SLO_METRICS
+            if f"slo_{m}_s" in summary]  # fmt: skip
+    if slos:
+        lines.append(f"{'goodput SLOs':30s} {', '.join(slos)}")
     return "\n".join(lines)
 
 

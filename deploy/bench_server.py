@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,14 +18,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from fastserve.deploy.serve import free_tcp_port
 from fastserve.runtime.sched.registry import split_policy_spec
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve_command(policy: str, port: int, server_args: Sequence[str]) -> list[str]:
@@ -86,7 +79,7 @@ def running_server(
     ready_timeout: float = 300.0,
 ) -> Iterator[str]:
     """A server for `policy`, healthy; yields its URL and stops it on exit."""
-    port = free_port()
+    port = free_tcp_port("127.0.0.1")
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ)
     if threads:

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     serve = sub.add_parser("serve", help="serve a model on this machine")
     add_server_args(serve)
     serve.set_defaults(func=_cmd_serve)
-    from fastserve.deploy import bench, launch, profile_cmd, simulate_cmd
+    from fastserve.deploy import bench, launch, profile_cmd, simulate_cmd, trace_cmd
     from fastserve.deploy.security_cli import register_keygen
 
     commands: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         ("simulate", "simulate scheduling policies over a workload", simulate_cmd.register),
         ("launch", "start this node's share of a multi-node server", launch.register),
         ("keygen", "write CurveZMQ key pairs for the ZeroMQ endpoint", register_keygen),
+        ("trace", "rebuild a request's timeline from the server's logs", trace_cmd.register),
     ]
     for name, help_text, register in commands:
         register(sub.add_parser(name, help=help_text))

@@ -1,7 +1,7 @@
 """The cluster file of `fastserve launch`: nodes, model, parallel sizes, ports.
 
     model = ""                 # model directory; "" = the default model
-    tp = 2
+    tp = 3                     # must divide the model's heads (default model: 9, 3 KV)
     pp = 2
     [ports]                    # all optional; defaults below
     http = 8000                # frontend HTTP on node 0
@@ -12,10 +12,10 @@
     dist = 29604               # torch.distributed rendezvous (worker rank 0, on node 0)
     [[nodes]]
     host = "127.0.0.1"         # address the other nodes reach this node at
-    workers = 2                # worker processes (devices) on this node
+    workers = 3                # worker processes (devices) on this node
     [[nodes]]
     host = "127.0.0.1"
-    workers = 2
+    workers = 3
 
 Workers take global ranks in node order (node 0 holds ranks 0..workers-1, and so on);
 rank r is (pipeline stage r // tp, tp rank r % tp). Defaults bind loopback only.

@@ -5,7 +5,9 @@ prompt is a list of token ids of exactly the requested length, and `max_tokens` 
 `min_tokens` = the output length with `ignore_eos`, so every job does exactly the work the
 workload says. `logprobs: 0` makes every streamed chunk list its tokens, so the client
 counts tokens (and sees the first one) even when a token's text is empty or withheld by
-the detokenizer; the usage chunk cross-checks the count.
+the detokenizer; the usage chunk cross-checks the count. Every chunk that carries tokens
+is timed: the gaps between them are the inter-token latencies (ITL), kept in a bounded
+sample (`runtime.sim.metrics.Reservoir`), never as a list per request.
 
 Only loopback URLs are accepted: this is a benchmark for a local server, not a load tool.
 """
@@ -13,6 +15,7 @@ Only loopback URLs are accepted: this is a benchmark for a local server, not a l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -23,7 +26,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import numpy as np
 
-from fastserve.runtime.sim.metrics import RequestRecord
+from fastserve.runtime.sim.metrics import RequestRecord, Reservoir
 from fastserve.runtime.sim.workload import Request
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -78,6 +81,8 @@ class RequestResult:
     usage_tokens: int | None = None  # completion_tokens of the usage chunk
     finish_reason: str | None = None
     error: str | None = None
+    last_chunk: float | None = None  # when the latest chunk with tokens came
+    max_itl: float | None = None  # the longest gap between two such chunks (a stall)
 
     @property
     def ok(self) -> bool:
@@ -99,8 +104,10 @@ class RequestResult:
         return asdict(self)
 
 
-def apply_chunk(result: RequestResult, chunk: dict[str, Any], now: float) -> None:
-    """Fold one parsed stream chunk into the result."""
+def apply_chunk(result: RequestResult, chunk: dict[str, Any], now: float) -> float | None:
+    """Fold one parsed stream chunk into the result; returns the gap since the previous
+    chunk with tokens (an inter-token latency), None for the first or a tokenless one."""
+    before = result.output_tokens
     if chunk.get("usage"):
         result.usage_tokens = chunk["usage"].get("completion_tokens")
     for choice in chunk.get("choices") or []:
@@ -114,6 +121,13 @@ def apply_chunk(result: RequestResult, chunk: dict[str, Any], now: float) -> Non
         result.output_tokens += n
         if choice.get("finish_reason"):
             result.finish_reason = choice["finish_reason"]
+    if result.output_tokens == before:
+        return None
+    gap = None if result.last_chunk is None else now - result.last_chunk
+    result.last_chunk = now
+    if gap is not None and (result.max_itl is None or gap > result.max_itl):
+        result.max_itl = gap
+    return gap
 
 
 def parse_sse_line(line: bytes) -> dict[str, Any] | str | None:
@@ -193,8 +207,25 @@ async def _one(
     result: RequestResult,
     t0: float,
     timeout: float,
+    itl: Reservoir | None = None,
+    in_flight: asyncio.Semaphore | None = None,
 ) -> None:
     await asyncio.sleep(max(0.0, t0 + result.scheduled - time.perf_counter()))
+    # As vLLM's --max-concurrency: a request waits here for a slot and its latencies count
+    # from when it is sent (the wait shows as send lag).
+    async with in_flight or contextlib.nullcontext():
+        await _send(session, url, body, result, t0, timeout, itl)
+
+
+async def _send(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: dict[str, Any],
+    result: RequestResult,
+    t0: float,
+    timeout: float,
+    itl: Reservoir | None,
+) -> None:
     result.arrival = time.perf_counter() - t0
     try:
         async with asyncio.timeout(timeout):
@@ -210,7 +241,9 @@ async def _one(
                         if "error" in chunk:
                             result.error = str(chunk["error"])[:200]
                             return
-                        apply_chunk(result, chunk, time.perf_counter() - t0)
+                        gap = apply_chunk(result, chunk, time.perf_counter() - t0)
+                        if gap is not None and itl is not None:
+                            itl.add(gap)
         result.finish = time.perf_counter() - t0
         if result.output_tokens != result.expected_output:
             result.error = f"got {result.output_tokens} tokens, asked {result.expected_output}"
@@ -229,22 +262,28 @@ async def replay(
     repeat_token: bool = False,
     seed: int = 0,
     request_timeout: float = 600.0,
-    max_concurrency: int = 512,
+    max_concurrency: int | None = None,
     warmup: int = 2,
     progress: bool = True,
     desc: str = "bench",
+    itl: Reservoir | None = None,
 ) -> tuple[list[RequestResult], dict[str, float], float]:
     """Send every request at its arrival time; returns (results, counter deltas, seconds).
 
-    Bounded: one request per workload entry, each within `request_timeout` seconds.
-    `warmup` requests (the longest prompt of the workload, up to 256 tokens; 4 output
-    tokens) run first, before the server's counters are read.
+    Bounded: one request per workload entry, each within `request_timeout` seconds, at
+    most `max_concurrency` in flight (None: as many as arrive, over up to 512
+    connections). `warmup` requests (the longest prompt of the workload, up to 256
+    tokens; 4 output tokens) run first, before the server's counters are read. `itl`
+    collects the measured requests' inter-token gaps.
     """
     from tqdm import tqdm
 
     url = check_local_url(url)
     rng = np.random.default_rng([seed, 3])
-    connector = aiohttp.TCPConnector(limit=max_concurrency)
+    if max_concurrency is not None and max_concurrency < 1:
+        raise ValueError("max_concurrency must be at least 1")
+    connector = aiohttp.TCPConnector(limit=max_concurrency or 512)
+    in_flight = asyncio.Semaphore(max_concurrency) if max_concurrency else None
     client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
     async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
         model = model or await served_model(session, url)
@@ -265,7 +304,7 @@ async def replay(
         bar = tqdm(total=len(results), desc=desc, unit="req", disable=not progress)
 
         async def tracked(body: dict[str, Any], result: RequestResult) -> None:
-            await _one(session, url, body, result, t0, request_timeout)
+            await _one(session, url, body, result, t0, request_timeout, itl, in_flight)
             bar.update(1)
             if result.error:
                 bar.set_postfix(errors=sum(1 for x in results if x.error))

@@ -23,10 +23,10 @@ from fastserve.runtime.sim.workload import (
     Request,
     bimodal_lengths,
     describe,
+    gamma_arrivals,
     lognormal_lengths,
     make_requests,
     pareto_lengths,
-    poisson_arrivals,
     read_azure_trace,
     scale_lengths,
     uniform_lengths,
@@ -48,6 +48,7 @@ BASE: dict[str, Any] = {
     "arrivals": "trace",
     "rate": None,  # req/s: Poisson rate, or the trace rescaled to this mean rate
     "rate_scale": 0.3,  # trace arrivals: inter-arrival times divided by this
+    "burstiness": 1.0,  # Poisson arrivals: gamma shape of the gaps (1 = Poisson, < 1 bursty)
     "prompt_lengths": "trace",
     "prompt_scale": 0.05,
     "mean_prompt": 64.0,
@@ -121,7 +122,14 @@ def add_workload_args(p: argparse.ArgumentParser, num_requests: int | None = Non
     )
     g.add_argument("--start", type=int, help="first trace row used")
     g.add_argument("--arrivals", choices=["trace", "poisson"])
-    g.add_argument("--rate", type=float, help="req/s: Poisson rate, or trace rescaled to it")
+    g.add_argument(
+        "--rate", "--request-rate", dest="rate", type=float,
+        help="req/s: Poisson rate, or trace rescaled to it",
+    )  # fmt: skip
+    g.add_argument(
+        "--burstiness", type=float,
+        help="Poisson arrivals: gamma shape of the gaps, as vLLM's (1 = Poisson, < 1 burstier)",
+    )  # fmt: skip
     g.add_argument("--rate-scale", type=float, help="trace arrivals: rate multiplier")
     g.add_argument("--prompt-lengths", choices=DISTRIBUTIONS)
     g.add_argument("--prompt-scale", type=float, help="trace prompt lengths x this")
@@ -152,6 +160,10 @@ def resolve_workload_args(args: argparse.Namespace) -> dict[str, Any]:
         out[key] = value
     if not 1 <= out["num_requests"] <= MAX_REQUESTS:
         raise SystemExit(f"--num-requests must be in 1..{MAX_REQUESTS}")
+    if not out["burstiness"] > 0:
+        raise SystemExit("--burstiness must be positive")
+    if out["burstiness"] != 1.0 and out["arrivals"] != "poisson":
+        raise SystemExit("--burstiness shapes Poisson arrivals: add --arrivals poisson")
     return out
 
 
@@ -234,11 +246,13 @@ def _sample_mixture(
 
 
 def _arrivals(w: dict[str, Any], n: int, t: np.ndarray, rate: float | None) -> np.ndarray:
-    """Arrival times: Poisson at `rate`, or the trace's (rescaled to `rate` if given)."""
+    """Arrival times: Poisson (gamma gaps with burstiness) at `rate`, or the trace's
+    (rescaled to `rate` if given)."""
     if w["arrivals"] == "poisson":
         if not rate:
             raise SystemExit("Poisson arrivals need --rate")
-        return poisson_arrivals(n, rate, np.random.default_rng([w["seed"], 2]))
+        rng = np.random.default_rng([w["seed"], 2])
+        return gamma_arrivals(n, rate, w.get("burstiness", 1.0), rng)
     arrivals = t - t[0]
     if rate:  # rescale the trace's arrival pattern to this mean rate
         span = arrivals[-1] if n > 1 else 0.0

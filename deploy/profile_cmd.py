@@ -24,7 +24,7 @@ from pathlib import Path
 from fastserve.deploy.serve import resolve_device_dtype
 from fastserve.runtime.config import ServerConfig
 from fastserve.runtime.sched.cost_model import CostModel, profile
-from fastserve.runtime.sched.profile_cache import DEFAULT_COST_MODEL, profile_path
+from fastserve.runtime.sched.profile_cache import find_cost_model, profile_path
 
 
 def _ints(text: str) -> list[int]:
@@ -75,17 +75,16 @@ def cached_cost_model(
     dtype: str = "auto",
     device: str = "auto",
 ) -> tuple[CostModel, str]:
-    """A cost model and where it came from: `path`, else the model's cached profile, else
-    the built-in default. Never converts or loads a model (only resolves its directory)."""
+    """`find_cost_model` for command-line flags: `path`, else the cached profile of the
+    model named (resolved the way `serve` does), else the built-in default. Never converts
+    or loads a model (only resolves its directory)."""
     if path:
-        return CostModel.load(path), path
+        return find_cost_model(None, path)
     try:
-        cached = profile_path(server_config(model, dtype, device, convert=False))
+        cfg = server_config(model, dtype, device, convert=False)
     except FileNotFoundError:  # model not present: nothing can have been profiled
-        return DEFAULT_COST_MODEL, "built-in default"
-    if cached.exists():
-        return CostModel.load(str(cached)), str(cached)
-    return DEFAULT_COST_MODEL, "built-in default"
+        cfg = None
+    return find_cost_model(cfg)
 
 
 class _Recorder:

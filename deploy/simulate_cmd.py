@@ -14,10 +14,12 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from fastserve.deploy.bench_report import comparison_table, sim_summary, write_figure
 from fastserve.deploy.loadgen_workload import (
@@ -104,10 +106,6 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def load_cost_model(args: argparse.Namespace) -> tuple[CostModel, str]:
-    return cached_cost_model(args.cost_model, args.model, args.dtype, args.device)
-
-
 def run_sim(
     workload: list[Request], policy: str, cost: CostModel, kw: dict[str, Any]
 ) -> dict[str, Any]:
@@ -121,19 +119,33 @@ def mean_unloaded_jct(workload: list[Request], cost: CostModel, max_batch_tokens
 
 
 def calibrate_rate(
-    w: dict[str, Any], cost: CostModel, kw: dict[str, Any], load: float, iterations: int = 10
+    w: dict[str, Any] | Callable[[float], list[Request]],
+    cost: CostModel,
+    kw: dict[str, Any],
+    load: float,
+    iterations: int = 10,
+    bounds: tuple[float, float] | None = None,
 ) -> tuple[float, float]:
     """(rate, achieved load): the lowest rate found at which simulated FCFS mean JCT is
-    `load` x the unloaded mean, by bisection on log(rate)."""
-    unloaded = mean_unloaded_jct(build_workload(w, rate=1.0), cost, kw["max_batch_tokens"])
-    # Service demand bounds the search: at `capacity` req/s the engine would be saturated
-    # even with a full batch of decodes, and at capacity/100 it is nearly idle.
-    per_req = unloaded / kw["max_batch_jobs"]
-    lo, hi = 0.01 / per_req, 10.0 / per_req
+    `load` x the unloaded mean, by bisection on log(rate) over `bounds`.
+
+    `w` is resolved workload settings (`build_workload`'s) or a function from rate to
+    requests (the benchmarks' trace arrivals scaled by it). The simulation is
+    deterministic, so each rate is simulated once."""
+    workload_at = w if callable(w) else (lambda rate: build_workload(w, rate=rate))
+    unloaded = mean_unloaded_jct(workload_at(1.0), cost, kw["max_batch_tokens"])
+    if bounds is None:
+        # Service demand bounds the search: at `capacity` req/s the engine would be
+        # saturated even with a full batch of decodes, and at capacity/100 nearly idle.
+        per_req = unloaded / kw["max_batch_jobs"]
+        bounds = (0.01 / per_req, 10.0 / per_req)
+    lo, hi = bounds
+    loads: dict[float, float] = {}
 
     def achieved(rate: float) -> float:
-        wl = build_workload(w, rate=rate)
-        return run_sim(wl, "fcfs", cost, kw)["jct_mean"] / unloaded
+        if rate not in loads:
+            loads[rate] = run_sim(workload_at(rate), "fcfs", cost, kw)["jct_mean"] / unloaded
+        return loads[rate]
 
     for _ in range(iterations):
         mid = math.sqrt(lo * hi)
@@ -180,7 +192,7 @@ def run_rate(rate: float | None, workload: list[Request]) -> float:
 
 def run(args: argparse.Namespace) -> int:
     w = resolve_workload_args(args)
-    cost, source = load_cost_model(args)
+    cost, source = cached_cost_model(args.cost_model, args.model, args.dtype, args.device)
     kw = engine_kwargs(args)
     policies = policy_list(args.policies)
     print(f"cost model: {source}")
@@ -192,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         workloads[rate] = workload_info(w, wl)
         print(f"workload: {describe_line(wl)}")
         unloaded = mean_unloaded_jct(wl, cost, kw["max_batch_tokens"])
-        for policy in policies:
+        for policy in tqdm(policies, desc=f"simulating {len(wl)} requests", unit="policy"):
             sim = run_sim(wl, policy, cost, kw)
             sim["unloaded_jct_mean"] = unloaded
             runs.append({"policy": policy, "rate": run_rate(rate, wl), "sim": sim})

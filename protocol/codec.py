@@ -3,7 +3,7 @@
 Wire format of one message (a single ZeroMQ frame):
     byte 0      message type (see MESSAGE_TYPES)
     byte 1      protocol version
-    bytes 2-9   message id (unsigned 64-bit, big endian), unique per sender
+    bytes 2-9   message id (unsigned 64-bit, big endian), unique per sender; decoding skips it
     rest        msgpack array of the dataclass fields, in declaration order
 
 Decoding validates every field against the dataclass annotations and rejects unknown
@@ -44,7 +44,7 @@ MESSAGE_TYPES: dict[int, type] = {
     5: to_scheduler.StepFailed,
     6: to_scheduler.SwapPlan,
     10: to_worker.TickPlan,
-    11: to_worker.Shutdown,
+    # 11: retired (to_worker.Shutdown, never sent); not to be reused.
     20: to_frontend.OutputBatch,
     21: to_frontend.SchedulerStats,
     30: to_cache_manager.CacheSnapshot,
@@ -77,9 +77,8 @@ class ProtocolError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Envelope:
-    """A decoded frame: the message and its header."""
+    """A decoded frame: its message (the header's message id is not kept; no receiver reads it)."""
 
-    msg_id: int  # sender-unique id
     message: Any  # the dataclass instance
 
 
@@ -114,7 +113,7 @@ class Codec:
     def decode(self, frame: bytes) -> Envelope:
         if len(frame) < _HEADER.size:
             raise ProtocolError(f"frame of {len(frame)} bytes is shorter than the header")
-        code, version, msg_id = _HEADER.unpack_from(frame)
+        code, version, _msg_id = _HEADER.unpack_from(frame)
         if version != PROTOCOL_VERSION:
             raise ProtocolError(f"protocol version {version}, expected {PROTOCOL_VERSION}")
         cls = MESSAGE_TYPES.get(code)
@@ -124,7 +123,7 @@ class Codec:
             raw = msgpack.unpackb(frame[_HEADER.size :], raw=False, strict_map_key=False)
         except Exception as exc:  # msgpack raises several unrelated types
             raise ProtocolError(f"undecodable body of {cls.__name__}: {exc}") from exc
-        return Envelope(msg_id, self._converter(cls)(raw, cls.__name__))
+        return Envelope(self._converter(cls)(raw, cls.__name__))
 
     def _converter(self, tp: Any) -> Callable[[Any, str], Any]:
         cached = self._decoders.get(tp)

@@ -37,10 +37,3 @@ class TickPlan:
     swap_out: list[BlockCopy] = field(default_factory=list)  # device -> host copies to start
     swap_in: list[BlockCopy] = field(default_factory=list)  # host -> device copies to start
     released: list[str] = field(default_factory=list)  # finished or aborted jobs: drop state
-
-
-@dataclass
-class Shutdown:
-    """Ask an actor to exit cleanly."""
-
-    reason: str  # why, for the log

@@ -70,9 +70,6 @@ class MemoryOutbox(Outbox):
         self._targets = list(targets)
         self._codec = Codec()
 
-    def subscribe(self, inbox: MemoryInbox) -> None:
-        self._targets.append(inbox)
-
     async def send(self, message: Any) -> None:
         frame = self._codec.encode(message)
         for inbox in self._targets:

@@ -61,6 +61,15 @@ class FakeScheduler:
                 return
 
 
+async def wait_for(predicate, timeout: float = 3.0) -> None:
+    """Poll `predicate` (e.g. what the fake has received) until it holds; fail after `timeout`."""
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
 def reply_for(prompt_text: str) -> str:
     """Each prompt gets its own reply, so crossed streams would show."""
     return f"[{prompt_text[-6:]}] héllo 🙂"

@@ -21,9 +21,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from fastserve.protocol.client import ClientDone, ClientError, ClientSubmit
 from fastserve.protocol.codec import Codec, ProtocolError
 from fastserve.runtime.frontend.service import FrontendService
-from fastserve.runtime.frontend.tiny_model import write_tiny_model
 from fastserve.runtime.frontend.tokenizer import ModelTokenizer
 from fastserve.runtime.frontend.zmq_endpoint import ZmqClientEndpoint
+from tests.model_fixtures import write_tiny_model
 
 from .fake_scheduler import EchoScheduler
 from .fuzz_cases import HttpCase

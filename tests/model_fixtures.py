@@ -1,21 +1,35 @@
-"""A tiny random Llama saved as a Hugging Face model directory, for fast tests.
+"""The tests' one tiny model builder: a Hugging Face model directory in milliseconds.
 
-The directory holds everything a real one does (config.json, model.safetensors,
-generation_config.json, tokenizer.json, tokenizer_config.json with a chat template), so
-loaders, tokenizers and whole server processes can be tested without the real model.
-Token ids follow SmolLM2's layout: 0 <|endoftext|>, 1 <|im_start|> (bos), 2 <|im_end|> (eos),
-then the 256 byte tokens, then a few merges.
+`make_tiny_llama_dir` writes everything a real directory holds (config.json,
+model.safetensors, generation_config.json, tokenizer.json, tokenizer_config.json with a chat
+template), so loaders, tokenizers and whole server processes can be tested without the real
+model. Its default tokenizer follows SmolLM2's layout: 0 <|endoftext|>, 1 <|im_start|> (bos),
+2 <|im_end|> (eos), then the 256 byte tokens, then a few merges.
+
+`write_tiny_model` is the frontend tests' variant of the same directory: no weights, a
+byte-level BPE trained on a fixed ASCII corpus (so ASCII text merges while non-ASCII
+characters stay split into byte tokens: exactly the case incremental detokenization must
+get right) and SmolLM2-Instruct's ChatML template with its default system prompt.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import save_file
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+from tokenizers import (
+    AddedToken,
+    Tokenizer,
+    decoders,
+    models,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
+
+if TYPE_CHECKING:
+    import torch
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 MERGES = [("Ġ", "t"), ("h", "e"), ("i", "n"), ("Ġ", "a"), ("e", "r"), ("Ġt", "he")]
@@ -25,6 +39,23 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+# ChatML with SmolLM2-Instruct's default system prompt (write_tiny_model's template).
+SYSTEM_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+_CORPUS = [
+    "Hello world! The quick brown fox jumps over the lazy dog.",
+    "You are a helpful assistant. Tell me a story about a cat and a dog.",
+    "system user assistant: hello there, how are you today? I am fine, thanks.",
+    "Once upon a time there was a little model that served tokens very fast.",
+    "STOP stop END end 0123456789 .,;:!?()[]{}<>'\"-_+=*/\\|@#$%^&~`",
+]
 
 TINY_CONFIG: dict[str, Any] = {
     "architectures": ["LlamaForCausalLM"],
@@ -75,7 +106,25 @@ def tiny_tokenizer() -> Tokenizer:
     return tok
 
 
+def trained_tokenizer(vocab_size: int = 400) -> Tokenizer:
+    """A byte-level BPE trained on `_CORPUS`: the special tokens first (ids 0-2), then
+    merges of the corpus' ASCII text."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer)
+    return tok
+
+
 def _random_weights(config: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     hidden = config["hidden_size"]
     ffn = config["intermediate_size"]
@@ -115,16 +164,30 @@ def _random_weights(config: dict[str, Any], seed: int) -> dict[str, torch.Tensor
     return out
 
 
-def make_tiny_llama_dir(path: str | Path, seed: int = 0, **overrides: Any) -> Path:
+def make_tiny_llama_dir(
+    path: str | Path,
+    seed: int = 0,
+    *,
+    tokenizer: Tokenizer | None = None,
+    chat_template: str = CHAT_TEMPLATE,
+    weights: bool = True,
+    **overrides: Any,
+) -> Path:
     """Write a tiny random Llama model directory at `path` (created if needed); return it.
 
-    `overrides` replace config.json entries (e.g. tie_word_embeddings=True, rope_scaling=...).
+    `tokenizer` defaults to `tiny_tokenizer()`; `weights=False` leaves out
+    model.safetensors (enough for the frontend, which only tokenizes). `overrides` replace
+    config.json entries (e.g. tie_word_embeddings=True, rope_scaling=...).
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = tiny_tokenizer()
+    tokenizer = tiny_tokenizer() if tokenizer is None else tokenizer
     config = dict(TINY_CONFIG, vocab_size=tokenizer.get_vocab_size(), **overrides)
-    save_file(_random_weights(config, seed), str(path / "model.safetensors"), {"format": "pt"})
+    if weights:
+        from safetensors.torch import save_file
+
+        weights_file = str(path / "model.safetensors")
+        save_file(_random_weights(config, seed), weights_file, {"format": "pt"})
     (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     generation = {"bos_token_id": 1, "eos_token_id": 2}
     (path / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
@@ -137,7 +200,19 @@ def make_tiny_llama_dir(path: str | Path, seed: int = 0, **overrides: Any) -> Pa
         "pad_token": "<|im_end|>",
         "model_max_length": config["max_position_embeddings"],
         "clean_up_tokenization_spaces": False,
-        "chat_template": CHAT_TEMPLATE,
+        "chat_template": chat_template,
     }
     (path / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
     return path
+
+
+def write_tiny_model(directory: str | Path, *, max_position_embeddings: int = 256) -> Path:
+    """The frontend tests' tiny model directory: `trained_tokenizer()` (vocabulary of 400),
+    `SYSTEM_CHAT_TEMPLATE`, no weights."""
+    return make_tiny_llama_dir(
+        directory,
+        tokenizer=trained_tokenizer(),
+        chat_template=SYSTEM_CHAT_TEMPLATE,
+        weights=False,
+        max_position_embeddings=max_position_embeddings,
+    )

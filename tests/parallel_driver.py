@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 from fastserve.runtime.dist import RankLayout, parallel_groups
 from fastserve.runtime.model.config import ModelConfig
 from fastserve.runtime.model.runner import BatchEntry, ModelRunner
-from fastserve.tests.engine_driver import GREEDY, GenResult, _top, block_tables
+from tests.engine_driver import GREEDY, GenResult, _top, block_tables
 
 # A tiny random Llama whose heads split over 3 ranks (and whose 265-token vocabulary does
 # not: the vocab-parallel padding is exercised), with an odd number of layers for 2 stages.

@@ -1,12 +1,13 @@
-"""Start `fastserve serve` as a real OS process tree for tests, and tear it down."""
+"""Start `fastserve serve` as a real OS process tree for tests, and tear it down; talk to
+it over HTTP (streamed completions) and watch its processes."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,11 +15,23 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import aiohttp
+
+from fastserve.deploy.serve import free_tcp_port
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port free on 127.0.0.1 right now."""
+    return free_tcp_port("127.0.0.1")
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def descendants(pid: int) -> dict[int, str]:
@@ -134,3 +147,88 @@ class ServerProcess:
         for pid in tree:  # never leave orphans behind a failed test
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def server_args(model_dir, *extra):
+    """`serve` flags for a tiny model: small blocks and context, a fixed device pool."""
+    return [
+        "--model",
+        str(model_dir),
+        "--block-size",
+        "4",
+        "--num-device-blocks",
+        "256",
+        "--max-model-len",
+        "256",
+        *extra,
+    ]
+
+
+async def stream_completion(session, url, body, on_first_chunk=None):
+    """Returns (text, finish_reason, error) of a streamed completion."""
+    text, finish, error = "", None, None
+    async with session.post(url + "/v1/completions", json={**body, "stream": True}) as resp:
+        if resp.status != 200:
+            return "", None, (await resp.json())["error"]
+        async for raw in resp.content:
+            line = raw.decode().strip()
+            if not line.startswith("data: "):
+                continue
+            data = line[len("data: ") :]
+            if data == "[DONE]":
+                break
+            chunk = json.loads(data)
+            if "error" in chunk:
+                error = chunk["error"]
+                continue
+            choice = chunk["choices"][0]
+            if on_first_chunk is not None and not text:
+                on_first_chunk()
+            text += choice["text"]
+            finish = choice["finish_reason"] or finish
+    return text, finish, error
+
+
+async def stream_usage(session, url, body) -> tuple[int, str | None, list]:
+    """(tokens, finish reason, errors) of a streamed completion; a 500 before the stream
+    started counts as an error."""
+    tokens, finish, errors = 0, None, []
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    async with session.post(url + "/v1/completions", json=body) as resp:
+        if resp.status != 200:
+            return 0, None, [(await resp.json())["error"]]
+        async for raw in resp.content:
+            line = raw.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if "error" in chunk:
+                errors.append(chunk["error"])
+                continue
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+            if chunk["choices"]:
+                finish = chunk["choices"][0]["finish_reason"] or finish
+    return tokens, finish, errors
+
+
+def kill_during_streams(url, body, n, victim):
+    """Start `n` streaming completions, SIGKILL process `victim` once the first token
+    arrives, and return each stream's (text, finish_reason, error)."""
+
+    async def scenario():
+        started = asyncio.Event()
+
+        async def one(s):
+            try:
+                return await stream_completion(s, url, body, started.set)
+            except aiohttp.ClientError as exc:
+                return ("", None, {"message": f"connection closed: {exc}"})
+
+        async with aiohttp.ClientSession() as s:
+            tasks = [asyncio.ensure_future(one(s)) for _ in range(n)]
+            await asyncio.wait_for(started.wait(), 60)
+            os.kill(victim, signal.SIGKILL)
+            return await asyncio.wait_for(asyncio.gather(*tasks), 60)
+
+    return asyncio.run(scenario())

@@ -20,15 +20,24 @@ from fastserve.runtime.kv.spec import KVCacheSpec
 class KVPool:
     """A fixed number of KV blocks in one tensor on one device."""
 
-    def __init__(self, spec: KVCacheSpec, num_blocks: int, device: torch.device, pin: bool = False):
+    def __init__(
+        self,
+        spec: KVCacheSpec,
+        num_blocks: int,
+        device: torch.device,
+        pin: bool = False,
+        zeroed: bool = True,
+    ):
         self.spec = spec
         self.num_blocks = num_blocks
         self.device = torch.device(device)
-        # Zeros, not empty: padded attention lanes multiply stale values by 0, and 0 * NaN
-        # from uninitialised memory would poison the result.
-        self.storage = torch.zeros(
-            (num_blocks, *spec.block_shape()), dtype=spec.dtype, device=self.device, pin_memory=pin
-        )
+        shape = (num_blocks, *spec.block_shape())
+        # The device pool is zeroed: padded attention lanes multiply stale values by 0, and
+        # 0 * NaN from uninitialised memory would poison the result. The host pool only ever
+        # holds whole blocks copied from the device before they are copied back, so it is
+        # left unwritten: on a CPU host its pages then cost no memory until used.
+        make = torch.zeros if zeroed else torch.empty
+        self.storage = make(shape, dtype=spec.dtype, device=self.device, pin_memory=pin)
 
     def key_blocks(self, layer: int) -> torch.Tensor:
         """[num_blocks, kv_heads, head_dim, block_size] view of one layer's keys (transposed)."""
@@ -70,4 +79,5 @@ class HostKVPool(KVPool):
     def __init__(self, spec: KVCacheSpec, num_blocks: int, pin: bool | None = None):
         if pin is None:
             pin = torch.cuda.is_available()
-        super().__init__(spec, num_blocks, torch.device("cpu"), pin=pin and num_blocks > 0)
+        pin = pin and num_blocks > 0
+        super().__init__(spec, num_blocks, torch.device("cpu"), pin=pin, zeroed=False)

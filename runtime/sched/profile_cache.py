@@ -25,8 +25,19 @@ def profile_path(cfg: ServerConfig) -> Path:
     return cache_root().parent / "profiles" / f"{Path(cfg.model).name}-{digest}.json"
 
 
+def find_cost_model(cfg: ServerConfig | None, path: str | None = None) -> tuple[CostModel, str]:
+    """The one cost-model lookup: the model and where it came from. `path` (a CostModel
+    JSON) if given, else `cfg`'s cached profile if `fastserve profile` wrote one, else the
+    built-in default (also when `cfg` is None: no model to look up)."""
+    if path:
+        return CostModel.load(path), path
+    if cfg is not None:
+        cached = profile_path(cfg)
+        if cached.exists():
+            return CostModel.load(str(cached)), str(cached)
+    return DEFAULT_COST_MODEL, "built-in default"
+
+
 def load_cost_model(cfg: ServerConfig) -> CostModel:
-    path = profile_path(cfg)
-    if path.exists():
-        return CostModel.load(str(path))
-    return DEFAULT_COST_MODEL
+    """The cost model a server for `cfg` prices work with."""
+    return find_cost_model(cfg)[0]

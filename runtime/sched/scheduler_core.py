@@ -25,6 +25,7 @@ from fastserve.protocol.to_worker import NewJob, ScheduledJob, TickPlan
 from fastserve.runtime.kv.allocator import KVBlockPool, blocks_for_tokens
 from fastserve.runtime.sched.batching import pick_batch
 from fastserve.runtime.sched.job import Job, KVLocation
+from fastserve.runtime.sched.job_events import JobEvents
 from fastserve.runtime.sched.policy import SchedulingPolicy
 from fastserve.runtime.sched.swap_book import SwapBook
 
@@ -73,6 +74,7 @@ class SchedulerCore:
         self._batches: dict[int, list[tuple[Job, int]]] = {}  # tick -> (job, tokens fed)
         self._released: list[str] = []  # jobs the workers must forget, sent with the next tick
         self.finished_preemptions = 0  # preemptions of jobs that have since ended
+        self.events = JobEvents()  # state changes the actor logs (the core does no I/O)
 
     # ---- arrivals and aborts -------------------------------------------------------------
 
@@ -153,6 +155,7 @@ class SchedulerCore:
             if job.ran_last_tick and job.started and all(job is not b for b, _ in batch):
                 job.num_preemptions += 1
             job.ran_last_tick = any(job is b for b, _ in batch)
+        self.events.on_schedule(plan.tick, order, batch, now)
         for job, n in batch:
             plan.scheduled.append(self._to_scheduled(job, n, plan))
         if batch or plan.swap_out or plan.swap_in or plan.released:
@@ -287,6 +290,7 @@ class SchedulerCore:
         self.finished_preemptions += job.num_preemptions
         self.policy.on_finished(job, reason)  # learning policies tell finished from cut off
         self.policy.remove(job)
+        self.events.forget(job.request_id)
         if job.workers_know:
             self._released.append(job.request_id)
         if reason == "error":

@@ -29,7 +29,7 @@ class SwapBook:
         self._want_out: list[str] = []
         self._want_in: list[str] = []
         self._moving: dict[str, tuple[str, list[int], list[int]]] = {}  # id -> (dir, src, dst)
-        self._acks: dict[tuple[str, str], int] = {}
+        self._acks: dict[tuple[str, str], tuple[int, float]] = {}  # -> (ranks done, slowest s)
         self.num_offloads = 0
         self.num_uploads = 0
         self.num_recomputes = 0
@@ -41,9 +41,6 @@ class SwapBook:
 
     def has_pending(self) -> bool:
         return bool(self._want_out or self._want_in)
-
-    def moving(self) -> int:
-        return len(self._moving)
 
     def fill(self, plan: TickPlan, order: list[Job]) -> None:
         """Turn still-valid requested moves into this tick's copy commands."""
@@ -100,7 +97,7 @@ class SwapBook:
         plan.swap_out.append(BlockCopy(job.request_id, list(job.block_ids), dst))
         self._moving[job.request_id] = ("out", list(job.block_ids), dst)
         job.location = KVLocation.TO_HOST
-        self._log.debug("kv_offload", request_id=job.request_id, tick=plan.tick, blocks=len(dst))
+        self._log.info("kv_offload_start", request_id=job.request_id, tick=plan.tick, blocks=len(dst))
 
     def _upload(self, job: Job, plan: TickPlan) -> None:
         if not self.core.device.can_allocate(len(job.block_ids)):
@@ -109,15 +106,21 @@ class SwapBook:
         plan.swap_in.append(BlockCopy(job.request_id, list(job.block_ids), dst))
         self._moving[job.request_id] = ("in", list(job.block_ids), dst)
         job.location = KVLocation.TO_DEVICE
-        self._log.debug("kv_upload", request_id=job.request_id, tick=plan.tick, blocks=len(dst))
+        self._log.info("kv_upload_start", request_id=job.request_id, tick=plan.tick, blocks=len(dst))
 
     def done(self, msg: SwapDone) -> list[RequestOutput]:
         key = (msg.request_id, msg.direction)
-        self._acks[key] = self._acks.get(key, 0) + 1
-        if self._acks[key] < self.num_ackers:
+        acked, slowest = self._acks.get(key, (0, 0.0))
+        acked, slowest = acked + 1, max(slowest, msg.seconds)
+        self._acks[key] = (acked, slowest)
+        if acked < self.num_ackers:
             return []
         del self._acks[key]
         direction, src, dst = self._moving.pop(msg.request_id)
+        # The copy took as long as its slowest rank: the job could not run before that.
+        self._log.info("kv_offload_done" if direction == "out" else "kv_upload_done",
+                       request_id=msg.request_id, tick=msg.tick, blocks=len(dst),
+                       seconds=round(slowest, 6))
         job = self.core.jobs[msg.request_id]
         job.num_swaps += 1
         if direction == "out":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from fastserve.runtime.kv.allocator import KVBlockPool, blocks_for_tokens
+from fastserve.runtime.kv.allocator import KVBlockPool
 from fastserve.runtime.sched.batching import BatchEntry
 from fastserve.runtime.sched.job import Job, KVLocation
 
@@ -35,10 +35,6 @@ class SimKVCache:
     def take_moved(self) -> int:
         moved, self.blocks_moved = self.blocks_moved, 0
         return moved
-
-    def fits_alone(self, num_tokens: int) -> bool:
-        """Whether a job of `num_tokens` tokens fits the device pool on its own."""
-        return blocks_for_tokens(num_tokens, self.block_size) <= self.device.num_blocks
 
     def grow(self, entries: Sequence[BatchEntry]) -> None:
         """Allocate the blocks each entry needs for this iteration's tokens."""

@@ -138,6 +138,22 @@ def poisson_arrivals(
     return np.cumsum(gaps)
 
 
+def gamma_arrivals(
+    n: int, rate: float, burstiness: float, rng: np.random.Generator | int | None = None
+) -> np.ndarray:
+    """`n` arrival times with gamma inter-arrival gaps, as `vllm bench serve --burstiness`:
+    shape = burstiness, mean gap 1/rate, so the CV of the gaps is 1/sqrt(burstiness).
+    Burstiness 1 is Poisson (drawn as `poisson_arrivals` does: same seed, same times);
+    below 1 arrivals come in bursts, above 1 more evenly."""
+    if burstiness <= 0 or rate <= 0:
+        raise ValueError(f"need rate > 0 and burstiness > 0, got {rate}, {burstiness}")
+    if burstiness == 1.0:
+        return poisson_arrivals(n, rate, rng)
+    gaps = _rng(rng).gamma(burstiness, 1.0 / (rate * burstiness), size=n)
+    gaps[0] = 0.0
+    return np.cumsum(gaps)
+
+
 def _finish(x: np.ndarray, min_len: int, max_len: int | None) -> np.ndarray:
     return np.clip(np.rint(x).astype(int), min_len, max_len if max_len is not None else None)
 

@@ -13,7 +13,7 @@ import torch
 
 from fastserve.runtime.model.registry import resolve_model_dir
 from fastserve.runtime.model.runner import ModelRunner
-from fastserve.tests.engine_driver import divergence_report, greedy_generate, hf_greedy
+from tests.engine_driver import divergence_report, greedy_generate, hf_greedy
 
 pytestmark = pytest.mark.e2e
 transformers = pytest.importorskip("transformers")

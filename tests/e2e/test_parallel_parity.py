@@ -15,8 +15,8 @@ import torch
 from fastserve.runtime.dist import RankLayout
 from fastserve.runtime.model.registry import resolve_model_dir
 from fastserve.runtime.model.runner import ModelRunner
-from fastserve.tests.engine_driver import divergence_report, greedy_generate
-from fastserve.tests.parallel_driver import greedy_job, run_parallel
+from tests.engine_driver import divergence_report, greedy_generate
+from tests.parallel_driver import greedy_job, run_parallel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 NEW_TOKENS = 12

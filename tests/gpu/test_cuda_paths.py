@@ -5,8 +5,6 @@ machine with `pytest tests/gpu`.
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 
@@ -15,9 +13,10 @@ from fastserve.runtime.kv.pools import DeviceKVPool, HostKVPool
 from fastserve.runtime.kv.spec import KVCacheSpec
 from fastserve.runtime.kv.swapper import BlockSwapper
 from fastserve.runtime.model.runner import ModelRunner
-from fastserve.tests.engine_driver import divergence_report, greedy_generate
+from tests.engine_driver import divergence_report, greedy_generate
+from tests.inprocess_harness import run_all, tiny_config
 from tests.model_fixtures import make_tiny_llama_dir
-from tests.process.test_inprocess_server import run_all, tiny_config
+from tests.server_harness import free_port
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -78,9 +77,7 @@ def test_nccl_group_is_chosen_for_cuda_workers():
     device = dist.local_device(torch.device("cuda"), rank=0, first_local_rank=0)
     assert device == torch.device("cuda", 0)
     assert dist.backend_for(device) == "nccl"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     layout = dist.RankLayout(1, 1)
     dist.init_process_group(layout, 0, f"tcp://127.0.0.1:{port}", device, 60.0)
     try:

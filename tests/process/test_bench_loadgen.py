@@ -31,8 +31,15 @@ def test_bench_replays_a_workload_with_exact_output_lengths(tmp_path) -> None:
                 "10",
                 "--arrivals",
                 "poisson",
-                "--rate",
+                "--request-rate",
                 "20",
+                "--burstiness",
+                "0.5",
+                "--max-concurrency",
+                "4",
+                "--goodput",
+                "ttft:60000",
+                "e2el:60000",
                 "--prompt-lengths",
                 "lognormal",
                 "--mean-prompt",
@@ -73,4 +80,12 @@ def test_bench_replays_a_workload_with_exact_output_lengths(tmp_path) -> None:
                 "throughput_tokens_per_s", "preemptions", "swaps"):  # fmt: skip
         assert key in summary
     assert summary["num_requests"] == 10 and summary["jct_mean"] > 0
-    assert "JCT (s)" in bench.stdout
+    assert "JCT (s)" in bench.stdout and "ITL (ms)" in bench.stdout
+    # Streamed gaps: one fewer than the tokens of each request.
+    assert summary["itl_count"] == sum(r["output_tokens"] - 1 for r in requests)
+    assert summary["goodput_requests_per_s"] == pytest.approx(summary["throughput_requests_per_s"])
+    vllm = summary["vllm"]
+    assert vllm["completed"] == 10 and vllm["p99_itl_ms"] > 0 and "mean_e2el_ms" in vllm
+    assert report["workload"]["burstiness"] == 0.5
+    for png in (out.with_suffix(".png"), out.with_suffix(".queue.png")):
+        assert png.read_bytes()[:4] == b"\x89PNG"

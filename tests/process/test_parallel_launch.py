@@ -17,8 +17,13 @@ import aiohttp
 import pytest
 
 from tests.model_fixtures import make_tiny_llama_dir
-from tests.process.test_server_processes import _alive, kill_during_streams, stream_completion
-from tests.server_harness import descendants, free_port
+from tests.server_harness import (
+    alive,
+    descendants,
+    free_port,
+    kill_during_streams,
+    stream_completion,
+)
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 FLAGS = ["--block-size", "4", "--num-device-blocks", "256", "--max-model-len", "256"]
@@ -124,7 +129,7 @@ def test_killed_worker_on_node_1_fails_requests_and_both_launches(cluster):
     assert nodes[1].proc.wait(60) != 0
     assert nodes[0].proc.wait(60) != 0
     time.sleep(1.0)
-    assert not [p for p in tree if _alive(p)], "a process outlived the failure"
+    assert not [p for p in tree if alive(p)], "a process outlived the failure"
     assert "worker-3" in nodes[1].logs()
 
 

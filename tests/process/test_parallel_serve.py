@@ -11,13 +11,14 @@ import aiohttp
 import pytest
 
 from tests.model_fixtures import make_tiny_llama_dir
-from tests.process.test_server_processes import (
-    _alive,
+from tests.server_harness import (
+    ServerProcess,
+    alive,
+    descendants,
     kill_during_streams,
     server_args,
     stream_completion,
 )
-from tests.server_harness import ServerProcess, descendants
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 PROMPTS = ["hello world", "the cat", "in the", "a", "there were", "ab cd ef", "xyz", "q"]
@@ -81,5 +82,5 @@ def test_killed_worker_fails_every_request_and_every_process(tiny_dir, tmp_path)
         assert all(f != "length" and e is not None for _, f, e in results), results
         assert server.proc.wait(60) != 0
         time.sleep(1.0)
-        assert not [p for p in tree if _alive(p)], "a process outlived the failure"
+        assert not [p for p in tree if alive(p)], "a process outlived the failure"
     assert "actor worker-1" in server.logs()

@@ -14,8 +14,7 @@ import aiohttp
 import pytest
 
 from tests.model_fixtures import make_tiny_llama_dir
-from tests.process.test_server_processes import server_args, stream_completion
-from tests.server_harness import ServerProcess, descendants
+from tests.server_harness import ServerProcess, descendants, server_args, stream_completion
 
 pytestmark = pytest.mark.timeout(300)
 GREEDY = {"prompt": "hello world", "max_tokens": 16, "temperature": 0, "ignore_eos": True}

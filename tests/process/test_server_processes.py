@@ -2,7 +2,6 @@
 ZeroMQ, serving a tiny random Llama."""
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -11,7 +10,13 @@ import aiohttp
 import pytest
 
 from tests.model_fixtures import make_tiny_llama_dir
-from tests.server_harness import ServerProcess, descendants
+from tests.server_harness import (
+    ServerProcess,
+    alive,
+    descendants,
+    server_args,
+    stream_completion,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -19,67 +24,6 @@ pytestmark = pytest.mark.timeout(240)
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     return make_tiny_llama_dir(tmp_path_factory.mktemp("tiny") / "model")
-
-
-def server_args(model_dir, *extra):
-    return [
-        "--model",
-        str(model_dir),
-        "--block-size",
-        "4",
-        "--num-device-blocks",
-        "256",
-        "--max-model-len",
-        "256",
-        *extra,
-    ]
-
-
-async def stream_completion(session, url, body, on_first_chunk=None):
-    """Returns (text, finish_reason, error) of a streamed completion."""
-    text, finish, error = "", None, None
-    async with session.post(url + "/v1/completions", json={**body, "stream": True}) as resp:
-        if resp.status != 200:
-            return "", None, (await resp.json())["error"]
-        async for raw in resp.content:
-            line = raw.decode().strip()
-            if not line.startswith("data: "):
-                continue
-            data = line[len("data: ") :]
-            if data == "[DONE]":
-                break
-            chunk = json.loads(data)
-            if "error" in chunk:
-                error = chunk["error"]
-                continue
-            choice = chunk["choices"][0]
-            if on_first_chunk is not None and not text:
-                on_first_chunk()
-            text += choice["text"]
-            finish = choice["finish_reason"] or finish
-    return text, finish, error
-
-
-def kill_during_streams(url, body, n, victim):
-    """Start `n` streaming completions, SIGKILL process `victim` once the first token
-    arrives, and return each stream's (text, finish_reason, error)."""
-
-    async def scenario():
-        started = asyncio.Event()
-
-        async def one(s):
-            try:
-                return await stream_completion(s, url, body, started.set)
-            except aiohttp.ClientError as exc:
-                return ("", None, {"message": f"connection closed: {exc}"})
-
-        async with aiohttp.ClientSession() as s:
-            tasks = [asyncio.ensure_future(one(s)) for _ in range(n)]
-            await asyncio.wait_for(started.wait(), 60)
-            os.kill(victim, signal.SIGKILL)
-            return await asyncio.wait_for(asyncio.gather(*tasks), 60)
-
-    return asyncio.run(scenario())
 
 
 def test_process_tree_serves_and_stops_cleanly(tiny_dir, tmp_path):
@@ -115,21 +59,13 @@ def test_process_tree_serves_and_stops_cleanly(tiny_dir, tmp_path):
         tree = descendants(server.proc.pid)
         assert server.stop() == 0
         time.sleep(0.5)
-        assert not [p for p in tree if os.path.exists(f"/proc/{p}") and _alive(p)]
+        assert not [p for p in tree if os.path.exists(f"/proc/{p}") and alive(p)]
     events = server.log_events()
     assert any(e.get("event") == "server_stopped" for e in events)
     # One request's life can be rebuilt across processes from the JSON logs.
     rid = next(e["request_id"] for e in events if e.get("event") == "request_finished")
     actors = {e["actor"] for e in events if e.get("request_id") == rid}
     assert {"frontend", "scheduler"} <= actors
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_dead_worker_fails_requests_and_brings_server_down(tiny_dir, tmp_path):

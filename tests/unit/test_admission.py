@@ -13,19 +13,12 @@ from fastserve.runtime.client import FastServeClient, FastServeError
 from fastserve.runtime.frontend.admission import AdmissionControl, ThroughputMeter
 from fastserve.runtime.frontend.options import FrontendOptions
 from fastserve.runtime.frontend.service import FrontendService
-from fastserve.runtime.frontend.tiny_model import write_tiny_model
-from fastserve.runtime.frontend.tokenizer import ModelTokenizer
 from fastserve.runtime.frontend.zmq_endpoint import ZmqClientEndpoint
 from fastserve.runtime.sched.cost_model import CostModel
 from tests.fake_scheduler import EchoScheduler
 
 pytestmark = pytest.mark.timeout(60)
 LONG = {"prompt": "HANG", "max_tokens": 60}  # EchoScheduler: 60 tokens, one per batch
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory: pytest.TempPathFactory) -> ModelTokenizer:
-    return ModelTokenizer.from_dir(write_tiny_model(tmp_path_factory.mktemp("tiny")))
 
 
 async def make_env(tok, **options):

@@ -17,19 +17,11 @@ from fastserve.protocol.control import EngineDown, EngineUp
 from fastserve.protocol.to_frontend import OutputBatch, RequestOutput
 from fastserve.runtime.config import ServerConfig
 from fastserve.runtime.frontend.service import FrontendService
-from fastserve.runtime.frontend.tiny_model import write_tiny_model
-from fastserve.runtime.frontend.tokenizer import ModelTokenizer
 from fastserve.runtime.transport import MemoryInbox, Outbox
 from tests.fake_scheduler import EchoScheduler
-from tests.server_harness import free_port
-from tests.unit.test_frontend_drain import stream
+from tests.server_harness import free_port, stream_usage
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory: pytest.TempPathFactory) -> ModelTokenizer:
-    return ModelTokenizer.from_dir(write_tiny_model(tmp_path_factory.mktemp("tiny")))
 
 
 class CountingOutbox(Outbox):
@@ -57,7 +49,7 @@ async def test_engine_down_fails_streams_and_engine_up_serves_again(tok):
     url, codec = f"http://127.0.0.1:{actor.port}", Codec()
     try:
         async with aiohttp.ClientSession() as s:
-            running = asyncio.create_task(stream(s, url, {"prompt": "HANG", "max_tokens": 250}))
+            running = asyncio.create_task(stream_usage(s, url, {"prompt": "HANG", "max_tokens": 250}))
             while not fake.submitted:
                 await asyncio.sleep(0.01)
             inbox.deliver(codec.encode(EngineDown(0, "actor worker-0 exited", True)))
@@ -83,7 +75,7 @@ async def test_engine_down_fails_streams_and_engine_up_serves_again(tok):
                 await asyncio.sleep(0.01)
             async with s.get(url + "/health") as resp:
                 assert resp.status == 200
-            assert await stream(s, url, {"prompt": "HANG", "max_tokens": 5}) == (5, "length", [])
+            assert await stream_usage(s, url, {"prompt": "HANG", "max_tokens": 5}) == (5, "length", [])
             async with s.get(url + "/metrics") as resp:
                 text = await resp.text()
     finally:

@@ -13,9 +13,7 @@ from fastserve.protocol.to_frontend import RequestOutput
 from fastserve.protocol.to_scheduler import AbortRequest, SubmitRequest
 from fastserve.runtime.frontend.detokenizer import REPLACEMENT_CHAR
 from fastserve.runtime.frontend.service import FrontendService
-from fastserve.runtime.frontend.tiny_model import write_tiny_model
-from fastserve.runtime.frontend.tokenizer import ModelTokenizer
-from tests.fake_scheduler import FakeScheduler
+from tests.fake_scheduler import FakeScheduler, wait_for
 
 REPLY = "Hello wörld 🙂! The end STOP more text."
 
@@ -46,11 +44,6 @@ class ReplyScheduler(FakeScheduler):
             yield RequestOutput(rid, ids, logprobs, finish)
 
 
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory: pytest.TempPathFactory) -> ModelTokenizer:
-    return ModelTokenizer.from_dir(write_tiny_model(tmp_path_factory.mktemp("tiny")))
-
-
 @pytest.fixture
 async def env(tok):
     fake = ReplyScheduler(tok)
@@ -66,14 +59,6 @@ def sse_payloads(raw: str) -> list:
     events = [e for e in raw.split("\n\n") if e]
     assert all(e.startswith("data: ") for e in events)
     return [e[6:] if e[6:] == "[DONE]" else json.loads(e[6:]) for e in events]
-
-
-async def wait_for(predicate, timeout: float = 3.0) -> None:
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
 
 
 async def test_completion_non_streaming(env, tok):

@@ -11,17 +11,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from fastserve.runtime.frontend import auth
 from fastserve.runtime.frontend.options import FrontendOptions
 from fastserve.runtime.frontend.service import FrontendService
-from fastserve.runtime.frontend.tiny_model import write_tiny_model
-from fastserve.runtime.frontend.tokenizer import ModelTokenizer
 from tests.fake_scheduler import EchoScheduler
 
 KEYS = ("sk-first", "sk-second")
 BODY = {"prompt": "hi", "max_tokens": 2}
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory: pytest.TempPathFactory) -> ModelTokenizer:
-    return ModelTokenizer.from_dir(write_tiny_model(tmp_path_factory.mktemp("tiny")))
 
 
 async def make_env(tok, **options):

@@ -6,13 +6,7 @@ import pytest
 
 from fastserve.runtime.frontend.detokenizer import REPLACEMENT_CHAR, IncrementalDetokenizer
 from fastserve.runtime.frontend.stop_strings import StopStringMatcher
-from fastserve.runtime.frontend.tiny_model import write_tiny_model
 from fastserve.runtime.frontend.tokenizer import ModelTokenizer
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory: pytest.TempPathFactory) -> ModelTokenizer:
-    return ModelTokenizer.from_dir(write_tiny_model(tmp_path_factory.mktemp("tiny")))
 
 
 def stream(tok: ModelTokenizer, text: str, prompt: str = "Hello") -> list[str]:

@@ -4,7 +4,6 @@ in-flight ones finish, then the loop stops; past the drain timeout, what is left
 from __future__ import annotations
 
 import asyncio
-import json
 
 import aiohttp
 import pytest
@@ -12,18 +11,11 @@ import pytest
 from fastserve.actors.frontend import FrontendActor
 from fastserve.runtime.frontend.options import FrontendOptions
 from fastserve.runtime.frontend.service import FrontendService
-from fastserve.runtime.frontend.tiny_model import write_tiny_model
-from fastserve.runtime.frontend.tokenizer import ModelTokenizer
 from fastserve.runtime.transport import MemoryInbox
 from tests.fake_scheduler import EchoScheduler
-from tests.server_harness import free_port
+from tests.server_harness import free_port, stream_usage
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory: pytest.TempPathFactory) -> ModelTokenizer:
-    return ModelTokenizer.from_dir(write_tiny_model(tmp_path_factory.mktemp("tiny")))
 
 
 async def start_actor(tok, drain_timeout_s: float):
@@ -38,33 +30,10 @@ async def start_actor(tok, drain_timeout_s: float):
     return actor, loop_task, fake, f"http://127.0.0.1:{actor.port}"
 
 
-async def stream(session, url, body) -> tuple[int, str | None, list]:
-    """(tokens, finish reason, errors) of a streamed completion; a 500 before the stream
-    started counts as an error."""
-    tokens, finish, errors = 0, None, []
-    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
-    async with session.post(url + "/v1/completions", json=body) as resp:
-        if resp.status != 200:
-            return 0, None, [(await resp.json())["error"]]
-        async for raw in resp.content:
-            line = raw.decode().strip()
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if "error" in chunk:
-                errors.append(chunk["error"])
-                continue
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-            if chunk["choices"]:
-                finish = chunk["choices"][0]["finish_reason"] or finish
-    return tokens, finish, errors
-
-
 async def test_drain_finishes_in_flight_requests_and_refuses_new_ones(tok):
     actor, loop_task, fake, url = await start_actor(tok, drain_timeout_s=30)
     async with aiohttp.ClientSession() as session:
-        running = asyncio.create_task(stream(session, url, {"prompt": "HANG", "max_tokens": 100}))
+        running = asyncio.create_task(stream_usage(session, url, {"prompt": "HANG", "max_tokens": 100}))
         while not fake.submitted:
             await asyncio.sleep(0.01)
         actor.terminate()  # what SIGTERM calls in the frontend process
@@ -88,7 +57,7 @@ async def test_drain_finishes_in_flight_requests_and_refuses_new_ones(tok):
 async def test_drain_timeout_fails_what_is_left(tok):
     actor, loop_task, fake, url = await start_actor(tok, drain_timeout_s=0.3)
     async with aiohttp.ClientSession() as session:
-        running = asyncio.create_task(stream(session, url, {"prompt": "HANG", "max_tokens": 250}))
+        running = asyncio.create_task(stream_usage(session, url, {"prompt": "HANG", "max_tokens": 250}))
         while not fake.submitted:
             await asyncio.sleep(0.01)
         actor.terminate()
@@ -101,7 +70,7 @@ async def test_drain_timeout_fails_what_is_left(tok):
 async def test_a_second_terminate_stops_at_once(tok):
     actor, loop_task, fake, url = await start_actor(tok, drain_timeout_s=30)
     async with aiohttp.ClientSession() as session:
-        running = asyncio.create_task(stream(session, url, {"prompt": "HANG", "max_tokens": 250}))
+        running = asyncio.create_task(stream_usage(session, url, {"prompt": "HANG", "max_tokens": 250}))
         while not fake.submitted:
             await asyncio.sleep(0.01)
         actor.terminate()

@@ -10,16 +10,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from fastserve.runtime.frontend.app import MAX_BODY_BYTES
 from fastserve.runtime.frontend.service import FrontendService
-from fastserve.runtime.frontend.tiny_model import write_tiny_model
-from fastserve.runtime.frontend.tokenizer import ModelTokenizer
 from tests.fake_scheduler import EchoScheduler
 
 JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory: pytest.TempPathFactory) -> ModelTokenizer:
-    return ModelTokenizer.from_dir(write_tiny_model(tmp_path_factory.mktemp("tiny")))
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastserve.protocol.codec import Codec
-from fastserve.runtime.frontend.tiny_model import write_tiny_model
 from fastserve.runtime.frontend.tokenizer import ModelTokenizer
 from tests.fuzz_cases import (
     CONTENT_TYPES,
@@ -30,6 +29,7 @@ from tests.fuzz_cases import (
     random_multipart,
 )
 from tests.fuzz_harness import FuzzTarget, decode_outcome
+from tests.model_fixtures import write_tiny_model
 
 pytestmark = pytest.mark.timeout(120)
 # No example database: CI runs from a clean clone, and the cases are seeded anyway.

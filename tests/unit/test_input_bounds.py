@@ -10,16 +10,9 @@ from fastserve.runtime.frontend import request_fields as rf
 from fastserve.runtime.frontend.errors import RequestError
 from fastserve.runtime.frontend.json_body import MAX_JSON_DEPTH, load_json
 from fastserve.runtime.frontend.openai_schema import ServerLimits, parse_chat, parse_completion
-from fastserve.runtime.frontend.tiny_model import write_tiny_model
-from fastserve.runtime.frontend.tokenizer import ModelTokenizer
 
 LIMITS = ServerLimits(model_name="tiny", max_model_len=100, default_max_tokens=30)
 HUGE = [10**30, 2**64, 1e308, -(10**30), -1e308]
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory: pytest.TempPathFactory) -> ModelTokenizer:
-    return ModelTokenizer.from_dir(write_tiny_model(tmp_path_factory.mktemp("tiny")))
 
 
 def completion(tok, **fields):

@@ -19,8 +19,8 @@ from fastserve.runtime.model.gguf_convert import (
     unpermute_rope_rows,
 )
 from fastserve.runtime.model.runner import BatchEntry, ModelRunner
-from fastserve.tests.engine_driver import block_tables
-from fastserve.tests.model_fixtures import CHAT_TEMPLATE, MERGES, make_tiny_llama_dir
+from tests.engine_driver import block_tables
+from tests.model_fixtures import CHAT_TEMPLATE, MERGES, make_tiny_llama_dir
 
 _LAYER = {
     "input_layernorm.weight": "attn_norm.weight",

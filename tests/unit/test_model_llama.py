@@ -8,8 +8,8 @@ import torch
 from fastserve.protocol.common import SamplingParams
 from fastserve.runtime.model.attention import SeqInput, build_metadata
 from fastserve.runtime.model.runner import BatchEntry, ModelRunner
-from fastserve.tests.engine_driver import block_tables, greedy_generate
-from fastserve.tests.model_fixtures import make_tiny_llama_dir
+from tests.engine_driver import block_tables, greedy_generate
+from tests.model_fixtures import make_tiny_llama_dir
 
 transformers = pytest.importorskip("transformers")
 

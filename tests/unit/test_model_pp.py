@@ -9,9 +9,9 @@ import torch
 from fastserve.runtime.dist import RankLayout
 from fastserve.runtime.model.parallel import split_layers
 from fastserve.runtime.model.runner import ModelRunner
-from fastserve.tests.engine_driver import divergence_report, greedy_generate
-from fastserve.tests.model_fixtures import make_tiny_llama_dir
-from fastserve.tests.parallel_driver import TP3_OVERRIDES, greedy_job, run_parallel
+from tests.engine_driver import divergence_report, greedy_generate
+from tests.model_fixtures import make_tiny_llama_dir
+from tests.parallel_driver import TP3_OVERRIDES, greedy_job, run_parallel
 
 PROMPTS = [list(range(10, 10 + n)) for n in (3, 9, 17, 5, 26, 1, 12, 8)]
 STEPS = 6

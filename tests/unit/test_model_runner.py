@@ -6,8 +6,8 @@ import torch
 
 from fastserve.protocol.common import BlockCopy, SamplingParams
 from fastserve.runtime.model.runner import BatchEntry, ModelRunner
-from fastserve.tests.engine_driver import greedy_generate
-from fastserve.tests.model_fixtures import make_tiny_llama_dir
+from tests.engine_driver import greedy_generate
+from tests.model_fixtures import make_tiny_llama_dir
 
 GREEDY = SamplingParams(temperature=0.0)
 

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from fastserve.protocol.common import SamplingParams
 from fastserve.runtime.model.parallel import TPGroup
 from fastserve.runtime.model.runner import BatchEntry, ModelRunner
-from fastserve.tests.model_fixtures import make_tiny_llama_dir
+from tests.model_fixtures import make_tiny_llama_dir
 
 pytestmark = pytest.mark.slow
 GREEDY = SamplingParams(temperature=0.0)

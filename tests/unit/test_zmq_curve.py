@@ -22,18 +22,11 @@ from fastserve.runtime.curve_keys import (
     load_keypair,
 )
 from fastserve.runtime.frontend.service import FrontendService
-from fastserve.runtime.frontend.tiny_model import write_tiny_model
-from fastserve.runtime.frontend.tokenizer import ModelTokenizer
 from fastserve.runtime.frontend.zmq_endpoint import ZmqClientEndpoint
 from tests.fake_scheduler import EchoScheduler
 
 pytestmark = pytest.mark.timeout(60)
 BODY = {"prompt": "hi", "max_tokens": 3}
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory: pytest.TempPathFactory) -> ModelTokenizer:
-    return ModelTokenizer.from_dir(write_tiny_model(tmp_path_factory.mktemp("tiny")))
 
 
 @pytest.fixture(scope="module")
