@@ -52,6 +52,7 @@ class SoakConfig:
     cut_fraction: float = 0.3
     hostile_fraction: float = 0.1
     max_tokens: int = 32  # each request's max_tokens is drawn from 1..this
+    prompt_words: int = 40  # each prompt has 1..this words
     seed: int = 0
     server_args: list[str] = field(default_factory=list)  # extra `fastserve serve` flags
     settle_timeout_s: float = 60.0  # how long the server may take to free everything
@@ -96,7 +97,9 @@ async def _run_one(clients: SoakClients, job: Job, timeout_s: float) -> Outcome:
 
 
 async def _soak(cfg: SoakConfig, server: ServerProcess, zmq_address: str) -> dict[str, Any]:
-    plan = make_plan(cfg.n, cfg.seed, cfg.cut_fraction, cfg.hostile_fraction, cfg.max_tokens)
+    plan = make_plan(
+        cfg.n, cfg.seed, cfg.cut_fraction, cfg.hostile_fraction, cfg.max_tokens, cfg.prompt_words
+    )
     tally = _Tally(cfg.n, server.proc.pid)
     async with SoakClients(server.url, zmq_address) as clients:
         # One request per channel first: lazy allocations (the first batch, the first
@@ -182,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cut-fraction", type=float, default=d.cut_fraction)
     p.add_argument("--hostile-fraction", type=float, default=d.hostile_fraction)
     p.add_argument("--max-tokens", type=int, default=d.max_tokens)
+    p.add_argument("--prompt-words", type=int, default=d.prompt_words)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--server-args", default="", help="extra `fastserve serve` flags, quoted")
     p.add_argument("--out", default=d.out)
@@ -197,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         cut_fraction=a.cut_fraction,
         hostile_fraction=a.hostile_fraction,
         max_tokens=a.max_tokens,
+        prompt_words=a.prompt_words,
         seed=a.seed,
         server_args=shlex.split(a.server_args),
         out=a.out,

@@ -76,16 +76,18 @@ class Job:
         return int(self.body.get("max_tokens", 0))
 
 
-def _prompt(rnd: random.Random) -> str:
-    return " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(1, 40)))
+def _prompt(rnd: random.Random, words: int) -> str:
+    return " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(1, words)))
 
 
-def _body(rnd: random.Random, kind: str, stream: bool, max_tokens: int) -> dict[str, Any]:
+def _body(
+    rnd: random.Random, kind: str, stream: bool, max_tokens: int, words: int
+) -> dict[str, Any]:
     body: dict[str, Any] = {"max_tokens": rnd.randint(1, max_tokens), "stream": stream}
     if kind == "chat":
-        body["messages"] = [{"role": "user", "content": _prompt(rnd)}]
+        body["messages"] = [{"role": "user", "content": _prompt(rnd, words)}]
     else:
-        body["prompt"] = _prompt(rnd)
+        body["prompt"] = _prompt(rnd, words)
     if rnd.random() < 0.5:
         body["temperature"] = 0
     else:
@@ -118,6 +120,7 @@ def make_plan(
     cut_fraction: float = 0.3,
     hostile_fraction: float = 0.1,
     max_tokens: int = 32,
+    prompt_words: int = 40,
 ) -> list[Job]:
     """`n` jobs over every channel: `cut_fraction` of them aborted or disconnected at a
     random point, `hostile_fraction` of them hostile input instead of a request."""
@@ -126,7 +129,8 @@ def make_plan(
     for i in range(n):
         channel = CHANNELS[i % len(CHANNELS)]  # even coverage whatever n is
         kind = "chat" if rnd.random() < 0.5 else "completion"
-        job = Job(i, channel, kind, _body(rnd, kind, channel == "sse", max_tokens))
+        body = _body(rnd, kind, channel == "sse", max_tokens, prompt_words)
+        job = Job(i, channel, kind, body)
         if rnd.random() < hostile_fraction:
             job.hostile = _hostile(rnd, i, channel)
         elif rnd.random() < cut_fraction / max(1e-9, 1 - hostile_fraction):
