@@ -121,7 +121,7 @@ class FrontendActor(Actor):
         self._reset_scheduler_link()  # whatever queued meanwhile was for nobody
         self.service.restarting = False
         self.service.metrics.engine_restarting = False
-        self.service.metrics.engine_restarts += 1
+        self.service.metrics.count_engine_restart()
         self.log.info("engine.up", generation=msg.generation)
 
     def _reset_scheduler_link(self) -> None:

@@ -16,6 +16,7 @@ from fastserve.protocol.to_scheduler import (
 )
 from fastserve.protocol.to_worker import TickPlan
 from fastserve.runtime.actor import Actor
+from fastserve.runtime.sched.sched_metrics import SchedulerMetrics, job_states
 from fastserve.runtime.sched.scheduler_core import SchedulerCore
 from fastserve.runtime.transport import Inbox, Outbox
 
@@ -35,6 +36,7 @@ class SchedulerActor(Actor):
         core: SchedulerCore,
         max_ticks_in_flight: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        kv_block_bytes: int = 0,
     ) -> None:
         super().__init__(inbox)
         self.core = core
@@ -50,6 +52,9 @@ class SchedulerActor(Actor):
         self._stats_sent_at = 0.0
         self.swap_wait_s = 0.0  # seconds ticks waited on copies, as reported by workers
         self.busy_s = 0.0  # seconds workers spent executing ticks
+        self.metrics = SchedulerMetrics(kv_block_bytes)  # histograms for the frontend's /metrics
+        core.swaps.on_done = self.metrics.observe_swap
+        self._num_levels = 0  # levels seen so far: a level once exported stays (at 0)
         self.handlers = {
             SubmitRequest: self._on_submit,
             AbortRequest: self._on_abort,
@@ -127,6 +132,7 @@ class SchedulerActor(Actor):
         plan = self.core.schedule(self.clock())
         for level, event, fields in self.core.events.drain():
             getattr(self.log, level)(event, **fields)
+            self.metrics.on_event(event, fields)
         if not (plan.scheduled or plan.swap_in or plan.swap_out or plan.released):
             self._may_progress = False  # wait for a message before trying again
             return
@@ -136,7 +142,10 @@ class SchedulerActor(Actor):
             await self.to_cache_manager.send(self.core.snapshot(self.clock()))
 
     def stats(self) -> SchedulerStats:
-        core, swaps = self.core, self.core.swaps
+        core, swaps, m = self.core, self.core.swaps, self.metrics
+        queued, running, swapped, levels = job_states(core.jobs.values())
+        self._num_levels = max(self._num_levels, len(levels))
+        levels += [0] * (self._num_levels - len(levels))
         return SchedulerStats(
             core.tick,
             len(core.jobs),
@@ -150,6 +159,21 @@ class SchedulerActor(Actor):
             swaps.num_recomputes,
             round(self.busy_s, 6),
             round(self.swap_wait_s, 6),
+            queued=queued,
+            running=running,
+            swapped=swapped,
+            level_depth=levels,
+            demotions=m.demotions,
+            promotions=m.promotions,
+            # MLFQ's starvation promotions, Gittins' boosts; FCFS and the oracles have none.
+            starvation_promotions=int(getattr(core.policy, "num_promotions", 0)),
+            kv_block_bytes=m.kv_block_bytes,
+            offload_seconds=m.swap_seconds["out"].snapshot(),
+            upload_seconds=m.swap_seconds["in"].snapshot(),
+            offload_bytes=m.swap_bytes["out"].snapshot(),
+            upload_bytes=m.swap_bytes["in"].snapshot(),
+            queue_seconds=m.queue_seconds.snapshot(),
+            recent_preemptions=list(m.recent_preemptions),
         )
 
     async def _send_stats(self) -> None:

@@ -64,6 +64,20 @@ def make_scheduler_core(cfg: ServerConfig, num_swap_ackers: int) -> SchedulerCor
     )
 
 
+def kv_block_bytes(cfg: ServerConfig) -> int:
+    """Bytes one KV block takes summed over every worker (what moving a block copies in
+    all, for the swap-bytes metrics); 0 when the model's geometry or dtype is unknown."""
+    from fastserve.deploy.serve import kv_bytes_per_block
+
+    par = cfg.parallel
+    try:
+        model, block = Path(cfg.model), cfg.cache.block_size
+        per_rank = kv_bytes_per_block(model, block, cfg.dtype, par.tp, par.pp)
+    except (KeyError, OSError, ValueError):
+        return 0
+    return per_rank * par.tp * par.pp
+
+
 async def build_scheduler(cfg: ServerConfig, ctx: zmq.asyncio.Context, rank: int) -> Built:
     ep = cfg.endpoints
     workers = cfg.parallel.tp * cfg.parallel.pp
@@ -75,6 +89,7 @@ async def build_scheduler(cfg: ServerConfig, ctx: zmq.asyncio.Context, rank: int
         ZmqOutbox(ctx, ep.cache_in),
         core,
         max_ticks_in_flight=cfg.parallel.pp,
+        kv_block_bytes=kv_block_bytes(cfg),
     )
     return actor, {
         "policy": cfg.scheduler.policy,

@@ -15,7 +15,7 @@ from fastserve.actors.cache_manager import CacheManagerActor
 from fastserve.actors.frontend import FrontendActor
 from fastserve.actors.scheduler import SchedulerActor
 from fastserve.actors.worker import WorkerActor
-from fastserve.deploy.builders import make_runner, make_scheduler_core
+from fastserve.deploy.builders import kv_block_bytes, make_runner, make_scheduler_core
 from fastserve.runtime.actor import Actor
 from fastserve.runtime.config import ServerConfig
 from fastserve.runtime.frontend.service import FrontendService
@@ -62,6 +62,7 @@ def build_inprocess(cfg: ServerConfig) -> InProcessServer:
         MemoryOutbox(to_front),
         MemoryOutbox(to_cache),
         make_scheduler_core(cfg, 1),
+        kv_block_bytes=kv_block_bytes(cfg),
     )
     planner = ProactiveSwapPlanner(cfg.cache.watermark, cfg.cache.lookahead_ticks)
     cache_manager = CacheManagerActor(to_cache, MemoryOutbox(to_sched), planner)

@@ -27,7 +27,7 @@ def add_hardening_args(p: argparse.ArgumentParser) -> None:
         help=f"require `Authorization: Bearer KEY` on /v1/* (repeatable; also ${API_KEY_ENV})",
     )
     p.add_argument(
-        "--metrics-public", action="store_true", help="serve /metrics without a key"
+        "--metrics-public", action="store_true", help="serve /metrics and /dashboard/data without a key"
     )
     p.add_argument(
         "--zmq-curve-secret",

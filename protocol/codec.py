@@ -32,7 +32,7 @@ from fastserve.protocol import (
 )
 from fastserve.protocol.common import BlockCopy, SamplingParams
 
-PROTOCOL_VERSION = 2  # 2: SubmitRequest.priority
+PROTOCOL_VERSION = 3  # 2: SubmitRequest.priority; 3: SchedulerStats observability fields
 _HEADER = struct.Struct("!BBQ")
 
 # Type byte -> message class. Append only: a number, once used, keeps its meaning.
@@ -67,6 +67,8 @@ _NESTED: tuple[type, ...] = (
     to_worker.ScheduledJob,
     to_scheduler.SampledToken,
     to_frontend.RequestOutput,
+    to_frontend.HistogramCounts,
+    to_frontend.PreemptionRecord,
     to_cache_manager.JobCacheState,
 )
 

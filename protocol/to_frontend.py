@@ -26,8 +26,29 @@ class OutputBatch:
 
 
 @dataclass
+class HistogramCounts:
+    """A histogram the scheduler accumulates; the bucket bounds are constants both sides
+    share (runtime/sched/sched_metrics.py), so only the counts travel."""
+
+    # Observations per bucket (not cumulative); the last one counts those above every bound.
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0  # sum of the observed values
+
+
+@dataclass
+class PreemptionRecord:
+    """One job left out of a batch while it was running (for the dashboard)."""
+
+    request_id: str  # the preempted request
+    tick: int  # tick whose batch left it out
+    location: str  # where its KV was then (KVLocation value: "device", "host", ...)
+
+
+@dataclass
 class SchedulerStats:
-    """The scheduler's gauges and counters, for /metrics (sent when they change)."""
+    """The scheduler's gauges and counters, for /metrics and /dashboard (sent when they
+    change). Counters and histograms are cumulative since the scheduler started, so a
+    coalesced or lost message loses nothing: the frontend exports the latest one as is."""
 
     tick: int  # last tick planned
     jobs: int  # unfinished jobs (running, preempted, waiting)
@@ -41,3 +62,17 @@ class SchedulerStats:
     recomputes: int  # jobs whose KV was dropped for lack of any room, total
     busy_seconds: float  # worker forward time summed over ticks, total
     swap_wait_seconds: float  # of which spent waiting for KV copies to finish, total
+    queued: int = 0  # jobs waiting: not started yet, or preempted with their KV on the device
+    running: int = 0  # jobs in the last tick's batch or still executing
+    swapped: int = 0  # jobs whose KV is on the host or moving between device and host
+    level_depth: list[int] = field(default_factory=list)  # unfinished jobs by job.level (index)
+    demotions: int = 0  # job level changes towards less urgent levels, total
+    promotions: int = 0  # job level changes towards more urgent levels, total
+    starvation_promotions: int = 0  # the policy's own starvation promotions (boosts), total
+    kv_block_bytes: int = 0  # bytes of one KV block summed over every rank; 0 when unknown
+    offload_seconds: HistogramCounts = field(default_factory=HistogramCounts)  # per offload, slowest rank
+    upload_seconds: HistogramCounts = field(default_factory=HistogramCounts)  # per upload, slowest rank
+    offload_bytes: HistogramCounts = field(default_factory=HistogramCounts)  # KV bytes per offload
+    upload_bytes: HistogramCounts = field(default_factory=HistogramCounts)  # KV bytes per upload
+    queue_seconds: HistogramCounts = field(default_factory=HistogramCounts)  # arrival to first run
+    recent_preemptions: list[PreemptionRecord] = field(default_factory=list)  # latest, oldest first

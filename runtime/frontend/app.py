@@ -49,23 +49,27 @@ async def _error_middleware(request: web.Request, handler: Handler) -> web.Strea
         return web.json_response(body, status=exc.status, headers=headers)
     except Exception as exc:
         _log.exception("frontend.handler_failed", path=request.path)
-        request.app[SERVICE_KEY].metrics.internal_errors += 1
+        request.app[SERVICE_KEY].metrics.count_internal_error()
         return web.json_response(server_error_body(f"internal error: {exc}"), status=500)
 
 
 def build_app(service: FrontendService) -> web.Application:
-    from fastserve.runtime.frontend import http_openai, openapi, websocket
+    from fastserve.runtime.frontend import dashboard, http_openai, openapi, websocket
 
     keys = ApiKeys(service.options.api_keys)
     middlewares = [_error_middleware, auth_middleware(keys, service.options.metrics_public)]
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[SERVICE_KEY] = service
     app[API_KEYS] = keys
+    app[dashboard.HISTORY_KEY] = dashboard.DashboardHistory(service)
+    app.cleanup_ctx.append(dashboard.sample_forever)
     app.router.add_post("/v1/completions", http_openai.completions)
     app.router.add_post("/v1/chat/completions", http_openai.chat_completions)
     app.router.add_get("/v1/models", http_openai.models)
     app.router.add_get("/health", http_openai.health)
     app.router.add_get("/metrics", http_openai.metrics)
+    app.router.add_get("/dashboard", dashboard.dashboard_page)
+    app.router.add_get("/dashboard/data", dashboard.dashboard_data)
     app.router.add_get("/openapi.json", openapi.handle_openapi)
     app.router.add_get("/v1/ws", websocket.handle_websocket)
     return app

@@ -1,7 +1,9 @@
-"""API keys: `Authorization: Bearer KEY` on /v1/* (and /metrics unless it is public).
+"""API keys: `Authorization: Bearer KEY` on /v1/* (and on /metrics and /dashboard/data
+unless metrics are public).
 
-/health stays open (load balancers probe it without secrets), and so does /openapi.json
-(it describes the API, not its data). The websocket also takes the key as its first
+/health stays open (load balancers probe it without secrets), and so do /openapi.json
+(it describes the API, not its data) and the /dashboard page (it holds no data; it asks
+for the key and sends it with its requests for /dashboard/data). The websocket also takes the key as its first
 message, since browsers cannot set headers on a websocket.
 """
 
@@ -16,7 +18,8 @@ from aiohttp import web
 from fastserve.runtime.frontend.errors import error_body
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_OPEN_PATHS = frozenset({"/health", "/openapi.json"})
+_OPEN_PATHS = frozenset({"/health", "/openapi.json", "/dashboard"})
+_METRICS_PATHS = frozenset({"/metrics", "/dashboard/data"})  # open with --metrics-public
 
 
 class ApiKeys:
@@ -75,7 +78,7 @@ def unauthorized(request: web.Request) -> web.Response:
 def needs_key(path: str, metrics_public: bool) -> bool:
     if path in _OPEN_PATHS:
         return False
-    if path == "/metrics":
+    if path in _METRICS_PATHS:
         return not metrics_public
     # /v1/ws checks its own key: it may come in the first message instead of a header.
     return path != "/v1/ws"

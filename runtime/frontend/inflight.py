@@ -37,6 +37,7 @@ class InflightRequest:
         self.arrival_wall = time.time()
         self.arrival = time.monotonic()
         self.first_token_at: float | None = None
+        self.last_token_at: float | None = None  # for the gaps between tokens (ITL)
         self.num_generated = 0
         self.ended = False
         self.log = structlog.get_logger().bind(actor="frontend", request_id=request_id)
@@ -49,8 +50,10 @@ class InflightRequest:
     def consume(self, out: RequestOutput) -> Outcome:
         if out.error is not None or out.finish_reason == "error":
             return Outcome([Failed(out.error or "the request failed", self.usage())], ended=True)
-        if out.token_ids and self.first_token_at is None:
-            self.first_token_at = time.monotonic()
+        if out.token_ids:
+            self.last_token_at = time.monotonic()
+            if self.first_token_at is None:
+                self.first_token_at = self.last_token_at
         self.num_generated += len(out.token_ids)
         finishing = out.finish_reason is not None
         text = self._detok.push(out.token_ids)

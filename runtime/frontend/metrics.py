@@ -1,116 +1,197 @@
-"""Prometheus text exposition of the frontend's counters and latency histograms.
+"""The frontend's Prometheus metrics (prometheus_client) and recent latency windows.
 
-Hand-written (a few dozen lines) rather than a dependency: the frontend only needs counters,
-one gauge and cumulative histograms.
+One registry per FrontendService rather than the process-global default: tests build many
+services in one process, and each must count only its own requests. The frontend is a
+single process, so prometheus_client's ordinary in-process mode fits; the scheduler's
+values come in its SchedulerStats messages and are exported by SchedulerCollector.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections import Counter
-from dataclasses import fields
+import math
+import time
+from collections import deque
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from fastserve.protocol.to_frontend import SchedulerStats
+from fastserve.runtime.frontend.scheduler_metrics import SchedulerCollector
 
-_PREFIX = "fastserve_frontend_"
+# `_created` series would double the exposition, and nothing here reads them.
+disable_created_metrics()
+
+_F = "fastserve_frontend_"
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 JCT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0)
+# Gaps between tokens: a few ms on a GPU, tens of ms on a CPU, seconds when preempted.
+TOKEN_GAP_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
+    2.5, 5.0, 10.0,
+)  # fmt: skip
+RECENT_WINDOW_S = 60.0  # the dashboard's percentiles cover this much recent time
 
 
-class Histogram:
-    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]) -> None:
-        self.name, self.help, self.buckets = name, help_text, buckets
-        self.counts = [0] * (len(buckets) + 1)  # last slot: above every bound (+Inf)
-        self.total = 0.0
-        self.n = 0
+class RecentWindow:
+    """Values observed in the last `window_s` seconds (at most `maxlen`), for percentiles
+    that follow the present, unlike a histogram's totals since start."""
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-        self.n += 1
+    def __init__(self, window_s: float = RECENT_WINDOW_S, maxlen: int = 4096) -> None:
+        self.window_s = window_s
+        self._items: deque[tuple[float, float]] = deque(maxlen=maxlen)
 
-    def render(self) -> list[str]:
-        full = _PREFIX + self.name
-        lines = [f"# HELP {full} {self.help}", f"# TYPE {full} histogram"]
-        cumulative = 0
-        for bound, count in zip(self.buckets, self.counts, strict=False):
-            cumulative += count
-            lines.append(f'{full}_bucket{{le="{bound}"}} {cumulative}')
-        lines.append(f'{full}_bucket{{le="+Inf"}} {self.n}')
-        lines.append(f"{full}_sum {self.total}")
-        lines.append(f"{full}_count {self.n}")
-        return lines
+    def observe(self, value: float, now: float | None = None) -> None:
+        self._items.append((time.monotonic() if now is None else now, value))
+
+    def percentiles(self, now: float | None = None) -> dict[str, float | None]:
+        """p50/p90/p99 (nearest rank) and n of the window; None without values."""
+        now = time.monotonic() if now is None else now
+        while self._items and self._items[0][0] < now - self.window_s:
+            self._items.popleft()
+        values = sorted(v for _, v in self._items)
+        out: dict[str, float | None] = {"n": len(values)}
+        for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+            out[name] = values[max(0, math.ceil(q * len(values)) - 1)] if values else None
+        return out
 
 
 class FrontendMetrics:
-    """Counts kept by the service; rendered on GET /metrics."""
+    """What the service counts; rendered on GET /metrics, summarised on /dashboard/data."""
 
     def __init__(self) -> None:
-        self.received = 0  # requests accepted and submitted to the scheduler
-        self.rejected = 0  # requests refused by validation (4xx)
-        self.finished: Counter[str] = Counter()  # finish reason -> requests
-        self.failed = 0  # requests that ended with a server error
-        self.shed = 0  # requests refused by admission control (429), also in `rejected`
-        self.internal_errors = 0  # handler bugs answered with a generic 500: should stay 0
-        self.prompt_tokens = 0
-        self.generation_tokens = 0
-        self.ttft = Histogram(
-            "time_to_first_token_seconds", "Arrival to first token.", TTFT_BUCKETS
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._running = Gauge(_F + "requests_running", "Requests in flight.", registry=r)
+        self._received = Counter(_F + "requests_received", "Requests submitted.", registry=r)
+        self._rejected = Counter(
+            _F + "requests_rejected", "Requests refused before the scheduler.", registry=r
         )
-        self.jct = Histogram("job_completion_time_seconds", "Arrival to last token.", JCT_BUCKETS)
-        self.scheduler: SchedulerStats | None = None  # latest gauges from the scheduler
-        self.engine_restarts = 0  # new generations of engine processes that became ready
-        self.engine_restarting = False  # the engine is down and a new one is starting
+        self._failed = Counter(_F + "requests_failed", "Requests failed.", registry=r)
+        self._shed = Counter(
+            _F + "requests_shed", "Requests refused by admission control (429).", registry=r
+        )
+        self._internal = Counter(_F + "internal_errors", "Unexpected errors.", registry=r)
+        self._finished = Counter(
+            _F + "requests_finished", "Requests finished, by reason.", ["finish_reason"],
+            registry=r,
+        )  # fmt: skip
+        self._prompt = Counter(_F + "prompt_tokens", "Prompt tokens.", registry=r)
+        self._generated = Counter(_F + "generation_tokens", "Tokens generated.", registry=r)
+        self._ttft = Histogram(
+            _F + "time_to_first_token_seconds", "Arrival to first token.",
+            buckets=TTFT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._tpot = Histogram(
+            _F + "time_per_output_token_seconds", "First to last token, per later token.",
+            buckets=TOKEN_GAP_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._itl = Histogram(
+            _F + "inter_token_latency_seconds", "Between two outputs of one request.",
+            buckets=TOKEN_GAP_BUCKETS, registry=r,
+        )  # fmt: skip
+        # E2E latency: arrival to the last token (the job completion time, JCT).
+        self._jct = Histogram(
+            _F + "job_completion_time_seconds", "Arrival to last token (E2E latency).",
+            buckets=JCT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._restarts = Counter(_F + "engine_restarts", "Engine restarts.", registry=r)
+        self._restarting = Gauge(_F + "engine_restarting", "Engine restarting (1).", registry=r)
+        self.scheduler: SchedulerStats | None = None  # latest stats from the scheduler
+        r.register(SchedulerCollector(lambda: self.scheduler))
+        self.recent_ttft = RecentWindow()
+        self.recent_jct = RecentWindow()
+
+    # -- counting (called by the service, the handlers and the frontend actor) ----------
+
+    def count_received(self, prompt_tokens: int) -> None:
+        self._received.inc()
+        self._prompt.inc(prompt_tokens)
+
+    def count_rejection(self, status: int) -> None:
+        self._rejected.inc()
+        if status == 429:
+            self._shed.inc()
+
+    def count_internal_error(self) -> None:
+        self._internal.inc()
+
+    def count_failed(self) -> None:
+        self._failed.inc()
+
+    def count_engine_restart(self) -> None:
+        self._restarts.inc()
+
+    def observe_first_token(self, ttft: float) -> None:
+        self._ttft.observe(ttft)
+        self.recent_ttft.observe(ttft)
+
+    def observe_tokens(self, n: int, gap: float | None) -> None:
+        """`n` tokens of one request arrived, `gap` seconds after its previous ones."""
+        self._generated.inc(n)
+        if gap is not None:
+            self._itl.observe(gap)
+
+    def count_finished(self, reason: str, jct: float, tpot: float | None) -> None:
+        self._finished.labels(finish_reason=reason).inc()
+        self._jct.observe(jct)
+        if tpot is not None:
+            self._tpot.observe(tpot)
+        if reason != "abort":  # a client that gave up did not complete a job
+            self.recent_jct.observe(jct)
+
+    # -- reading ------------------------------------------------------------------------
+
+    @property
+    def engine_restarting(self) -> bool:
+        return bool(_value(self._restarting))
+
+    @engine_restarting.setter
+    def engine_restarting(self, value: bool) -> None:
+        self._restarting.set(int(value))
+
+    @property
+    def received(self) -> int:
+        return int(_value(self._received))
+
+    @property
+    def rejected(self) -> int:
+        return int(_value(self._rejected))
+
+    @property
+    def failed(self) -> int:
+        return int(_value(self._failed))
+
+    @property
+    def shed(self) -> int:
+        return int(_value(self._shed))
+
+    @property
+    def internal_errors(self) -> int:
+        return int(_value(self._internal))
+
+    @property
+    def engine_restarts(self) -> int:
+        return int(_value(self._restarts))
+
+    @property
+    def prompt_tokens(self) -> int:
+        return int(_value(self._prompt))
+
+    @property
+    def generation_tokens(self) -> int:
+        return int(_value(self._generated))
 
     def render(self, running: int) -> str:
-        lines: list[str] = []
-        _scalar(lines, "requests_running", "gauge", "Requests in flight.", running)
-        _scalar(lines, "requests_received_total", "counter", "Requests submitted.", self.received)
-        _scalar(lines, "requests_rejected_total", "counter", "Requests refused.", self.rejected)
-        _scalar(lines, "requests_failed_total", "counter", "Requests failed.", self.failed)
-        _scalar(lines, "requests_shed_total", "counter", "Requests refused (429).", self.shed)
-        _scalar(
-            lines, "internal_errors_total", "counter", "Unexpected errors.", self.internal_errors
-        )
-        name = _PREFIX + "requests_finished_total"
-        lines += [f"# HELP {name} Requests finished, by reason.", f"# TYPE {name} counter"]
-        for reason in sorted(self.finished):
-            lines.append(f'{name}{{finish_reason="{reason}"}} {self.finished[reason]}')
-        _scalar(lines, "prompt_tokens_total", "counter", "Prompt tokens.", self.prompt_tokens)
-        _scalar(
-            lines, "generation_tokens_total", "counter", "Tokens generated.", self.generation_tokens
-        )
-        lines += self.ttft.render() + self.jct.render()
-        _scalar(
-            lines, "engine_restarts_total", "counter", "Engine restarts.", self.engine_restarts
-        )
-        restarting = int(self.engine_restarting)
-        _scalar(lines, "engine_restarting", "gauge", "Engine restarting (1).", restarting)
-        if self.scheduler is not None:
-            lines += _scheduler_lines(self.scheduler)
-        return "\n".join(lines) + "\n"
+        self._running.set(running)
+        return generate_latest(self.registry).decode()
 
 
-def _scalar(lines: list[str], name: str, kind: str, help_text: str, value: float) -> None:
-    full = _PREFIX + name
-    lines += [f"# HELP {full} {help_text}", f"# TYPE {full} {kind}", f"{full} {value}"]
-
-
-_GAUGES = {
-    "tick",
-    "jobs",
-    "free_device_blocks",
-    "total_device_blocks",
-    "free_host_blocks",
-    "total_host_blocks",
-}
-
-
-def _scheduler_lines(stats: SchedulerStats) -> list[str]:
-    """Every SchedulerStats field as fastserve_scheduler_<field>; totals are counters."""
-    lines = []
-    for f in fields(stats):
-        name = f"fastserve_scheduler_{f.name}"
-        kind = "gauge" if f.name in _GAUGES else "counter"
-        lines += [f"# TYPE {name} {kind}", f"{name} {getattr(stats, f.name)}"]
-    return lines
+def _value(metric: Counter | Gauge) -> float:
+    """An unlabelled counter's or gauge's value, through the public collect()."""
+    return sum(s.value for family in metric.collect() for s in family.samples)

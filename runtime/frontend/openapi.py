@@ -206,6 +206,10 @@ def openapi_document(service: FrontendService) -> dict[str, Any]:
         ),
         "/health": _get("ok / starting / draining (503 unless ok)", open_=True),
         "/metrics": _get("Prometheus text", "text/plain", open_=opts.metrics_public),
+        "/dashboard": _get("live dashboard (an HTML page polling /dashboard/data)", "text/html",
+                           open_=True),
+        "/dashboard/data": _get("the dashboard's JSON: state, history, latency percentiles",
+                                open_=opts.metrics_public),
         "/openapi.json": _get("this document", open_=True),
     }
     doc: dict[str, Any] = {

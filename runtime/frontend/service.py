@@ -121,11 +121,15 @@ class FrontendService:
                 continue  # ended here already (stop string, client gone): late tokens
             had_token = inflight.first_token_at is not None
             work += len(out.token_ids) + (0 if had_token else len(inflight.parsed.prompt_ids))
-            self.metrics.generation_tokens += len(out.token_ids)
+            previous = inflight.last_token_at
             outcome = inflight.consume(out)
+            if out.token_ids:
+                last = inflight.last_token_at
+                gap = None if previous is None or last is None else last - previous
+                self.metrics.observe_tokens(len(out.token_ids), gap)
             if not had_token and inflight.first_token_at is not None:
                 ttft = inflight.first_token_at - inflight.arrival
-                self.metrics.ttft.observe(ttft)
+                self.metrics.observe_first_token(ttft)
                 inflight.log.info("request.first_token", ttft_s=round(ttft, 6), tick=batch.tick)
             for event in outcome.events:
                 inflight.queue.put_nowait(event)
@@ -166,9 +170,7 @@ class FrontendService:
             raise
 
     def count_rejection(self, exc: RequestError) -> None:
-        self.metrics.rejected += 1
-        if exc.status == 429:
-            self.metrics.shed += 1
+        self.metrics.count_rejection(exc.status)
         _log.info("request.rejected", status=exc.status, message=exc.message)
 
     def check_accepting(self) -> None:
@@ -203,8 +205,7 @@ class FrontendService:
         self._requests[request_id] = inflight
         self.reserved_tokens += _cost(parsed)
         self._idle.clear()
-        self.metrics.received += 1
-        self.metrics.prompt_tokens += len(parsed.prompt_ids)
+        self.metrics.count_received(len(parsed.prompt_ids))
         inflight.log.info(
             "request.arrived",
             kind=parsed.kind,
@@ -289,12 +290,11 @@ class FrontendService:
             "tpot_s": None if tpot is None else round(tpot, 6),
         }
         if isinstance(event, Failed):
-            self.metrics.failed += 1
+            self.metrics.count_failed()
             inflight.log.warning("request.failed", error=event.message, **fields)
             return
         reason = event.finish_reason if isinstance(event, Finished) else "unknown"
-        self.metrics.finished[reason] += 1
-        self.metrics.jct.observe(jct)
+        self.metrics.count_finished(reason, jct, tpot)
         inflight.log.info("request.finished", finish_reason=reason, **fields)
 
 

@@ -128,7 +128,7 @@ class WebSocketSession:
             return
         except Exception as exc:
             _log.exception("ws.submit_failed")
-            self._service.metrics.internal_errors += 1
+            self._service.metrics.count_internal_error()
             await self.send(
                 {"id": cid, "type": "error", **server_error_body(f"internal error: {exc}")}
             )

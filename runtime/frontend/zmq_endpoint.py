@@ -130,7 +130,7 @@ class ZmqClientEndpoint:
             except Exception:
                 # One client's bad luck (or our bug) must not stop the endpoint for all.
                 _log.exception("zmq_endpoint.frame_failed")
-                self._service.metrics.internal_errors += 1
+                self._service.metrics.count_internal_error()
 
     async def _on_frames(self, frames: list[bytes]) -> None:
         identity = frames[0]
@@ -171,7 +171,7 @@ class ZmqClientEndpoint:
             return
         except Exception as exc:
             _log.exception("zmq_endpoint.submit_failed")
-            self._service.metrics.internal_errors += 1
+            self._service.metrics.count_internal_error()
             error = ClientError(msg.request_id, 500, f"internal error: {exc}", "server_error")
             await self._send_quietly(identity, error)
             return

@@ -7,6 +7,7 @@ copy in the next tick, and completes it when every rank has acknowledged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fastserve.protocol.common import BlockCopy
@@ -33,6 +34,9 @@ class SwapBook:
         self.num_offloads = 0
         self.num_uploads = 0
         self.num_recomputes = 0
+        # (direction "out"/"in", blocks, slowest rank's seconds) of each completed copy:
+        # the scheduler actor's metrics; the core itself keeps no histograms.
+        self.on_done: Callable[[str, int, float], None] | None = None
         self._log = get_logger()
 
     def request(self, plan: SwapPlan) -> None:
@@ -121,6 +125,8 @@ class SwapBook:
         self._log.info("kv_offload_done" if direction == "out" else "kv_upload_done",
                        request_id=msg.request_id, tick=msg.tick, blocks=len(dst),
                        seconds=round(slowest, 6))
+        if self.on_done is not None:
+            self.on_done(direction, len(dst), slowest)
         job = self.core.jobs[msg.request_id]
         job.num_swaps += 1
         if direction == "out":

@@ -83,8 +83,8 @@ async def test_engine_down_fails_streams_and_engine_up_serves_again(tok):
         await asyncio.wait_for(loop_task, 5)
         await actor.stop()
     assert link.resets == 2  # on down (drop the backlog) and on up
-    assert "fastserve_frontend_engine_restarts_total 1" in text
-    assert "fastserve_frontend_engine_restarting 0" in text
+    assert "fastserve_frontend_engine_restarts_total 1.0" in text
+    assert "fastserve_frontend_engine_restarting 0.0" in text
     assert service.metrics.failed == 1 and service.num_running == 0
 
 

@@ -230,11 +230,11 @@ async def test_models_health_metrics(env):
     assert (await client.get("/health")).status == 200
     await client.post("/v1/completions", json={"prompt": "hi"})
     text = await (await client.get("/metrics")).text()
-    assert "fastserve_frontend_requests_running 0" in text
-    assert 'fastserve_frontend_requests_finished_total{finish_reason="stop"} 1' in text
-    assert "fastserve_frontend_job_completion_time_seconds_count 1" in text
+    assert "fastserve_frontend_requests_running 0.0" in text
+    assert 'fastserve_frontend_requests_finished_total{finish_reason="stop"} 1.0' in text
+    assert "fastserve_frontend_job_completion_time_seconds_count 1.0" in text
     assert (
-        f"fastserve_frontend_generation_tokens_total {len(service.tokenizer.encode(REPLY))}" in text
+        f"fastserve_frontend_generation_tokens_total {len(service.tokenizer.encode(REPLY))}.0" in text
     )
     service.ready = False
     assert (await client.get("/health")).status == 503
