@@ -229,10 +229,17 @@ def write_figure(path: str | Path, runs: Sequence[dict[str, Any]], title: str = 
         ax.set_ylabel(label)
         ax.set_yscale("log")
         ax.legend(fontsize=7)
-    if title:
-        import textwrap
+    return save_figure(fig, path, title, ncols)
 
-        fig.suptitle(textwrap.fill(title, 75 * ncols), fontsize=8)
+
+def save_figure(fig: Any, path: str | Path, title: str, panels_wide: int) -> Path:
+    """Title (wrapped to the figure's width), lay out, write the PNG, free the figure."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(textwrap.fill(title, 75 * panels_wide), fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

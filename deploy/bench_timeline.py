@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from fastserve.deploy.bench_report import save_figure
+
 
 def queue_depth(requests: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, ...]:
     """(times, waiting, running): step functions, each count holding from its time until
@@ -58,13 +60,4 @@ def write_queue_figure(
         ax.set_xlabel("time since the run started (s)")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("requests")
-    if title:
-        import textwrap
-
-        fig.suptitle(textwrap.fill(title, 75 * n), fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title, n)
