@@ -23,10 +23,10 @@ import numpy as np
 from fastserve.deploy.bench_server import running_server
 
 
-def body(rng: np.random.Generator, prompt_len: int, output_len: int) -> dict[str, Any]:
-    ids = rng.integers(100, 10_000, size=prompt_len).tolist()
-    return {"model": "m", "prompt": ids, "max_tokens": output_len, "min_tokens": output_len,
-            "ignore_eos": True, "temperature": 0.0}  # fmt: skip
+def body(rng: np.random.Generator, args: argparse.Namespace) -> dict[str, Any]:
+    ids = rng.integers(100, 10_000, size=args.prompt_len).tolist()
+    return {"model": args.model_name, "prompt": ids, "max_tokens": args.output_len,
+            "min_tokens": args.output_len, "ignore_eos": True, "temperature": 0.0}  # fmt: skip
 
 
 async def one(session: aiohttp.ClientSession, url: str, b: dict[str, Any]) -> dict[str, Any]:
@@ -44,13 +44,17 @@ async def capacity(url: str, args: argparse.Namespace) -> float:
     """Requests/s with `--batch` requests always in flight (the engine kept busy)."""
     rng = np.random.default_rng(1)
     async with aiohttp.ClientSession() as s:
-        await one(s, url, body(rng, args.prompt_len, args.output_len))  # warm-up
+        async with s.get(f"{url}/v1/models") as resp:
+            args.model_name = (await resp.json())["data"][0]["id"]
+        warm = await one(s, url, body(rng, args))
+        if warm["status"] != 200:
+            raise SystemExit(f"warm-up request failed with HTTP {warm['status']}")
         start, done = time.perf_counter(), 0
 
         async def worker() -> None:
             nonlocal done
             while time.perf_counter() - start < args.capacity_seconds:
-                await one(s, url, body(rng, args.prompt_len, args.output_len))
+                await one(s, url, body(rng, args))
                 done += 1
 
         await asyncio.gather(*(worker() for _ in range(args.batch)))
@@ -67,7 +71,7 @@ async def overload(url: str, rate: float, args: argparse.Namespace) -> list[dict
         for gap in gaps:
             t += gap
             await asyncio.sleep(max(0.0, t - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(s, url, body(rng, args.prompt_len, args.output_len))))
+            tasks.append(asyncio.create_task(one(s, url, body(rng, args))))
         return await asyncio.gather(*tasks)
 
 
