@@ -42,32 +42,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Any, ClassVar
 
 from fastserve.runtime.logging import get_logger
 from fastserve.runtime.sched.cost_model import CostModel
+from fastserve.runtime.sched.gittins_classes import CLASSIFIERS, infer_reason, lognormal_quantiles
 from fastserve.runtime.sched.gittins_model import POOLED, GittinsModel
 from fastserve.runtime.sched.job import Job
 from fastserve.runtime.sched.mlfq import DEFAULT_STARVATION_QUANTA
 from fastserve.runtime.sched.policy import SchedulingPolicy
-
-
-def max_tokens_class(job: Job) -> str:
-    """Bucket by max_tokens, in powers of two (e.g. 'le256')."""
-    return f"le{1 << max(0, math.ceil(math.log2(max(1, job.sampling.max_tokens))))}"
-
-
-def prompt_len_class(job: Job) -> str:
-    """Bucket by prompt length, in powers of two from 32 (e.g. 'p256'): code completion's
-    long prompts and short outputs learn a table apart from chat's short prompts."""
-    return f"p{1 << max(5, math.ceil(math.log2(max(1, len(job.prompt_ids)))))}"
-
-
-_CLASSIFIERS: dict[str, Callable[[Job], Hashable]] = {
-    "max_tokens": max_tokens_class,
-    "prompt_len": prompt_len_class,
-}
 
 
 @dataclass
@@ -136,7 +119,7 @@ class GittinsPolicy(SchedulingPolicy):
         self.max_boosted = max_boosted
         self.unit_batch = unit_batch
         self.hysteresis = hysteresis
-        self._class_of = _CLASSIFIERS[class_by] if isinstance(class_by, str) else class_by
+        self._class_of = CLASSIFIERS[class_by] if isinstance(class_by, str) else class_by
         if ignore_max_tokens and class_by == "max_tokens":
             raise ValueError("class_by='max_tokens' reads the cap that ignore_max_tokens hides")
         self.ignore_max_tokens = ignore_max_tokens
@@ -197,7 +180,7 @@ class GittinsPolicy(SchedulingPolicy):
             return
         self._running.discard(job.request_id)
         if not entry.observed:
-            self._observe(entry, _infer_reason(job))
+            self._observe(entry, infer_reason(job))
 
     def priority_order(self, now: float) -> list[Job]:
         self._maybe_rebuild(now)
@@ -310,27 +293,3 @@ class GittinsPolicy(SchedulingPolicy):
         self.num_rebuilds += 1
         if was_learning:
             self.log.info("gittins_active", finished=self.model.pooled_finished)
-
-
-def lognormal_quantiles(n: int, mean: float, cv: float, max_len: int) -> list[int]:
-    """n evenly spread quantiles of a lognormal length (the prior), in [1, max_len]."""
-    if n == 0:
-        return []
-    sigma = math.sqrt(math.log1p(cv * cv))
-    mu = math.log(mean) - sigma * sigma / 2
-    dist = NormalDist(mu, sigma)
-    return [
-        min(max_len, max(1, round(math.exp(dist.inv_cdf((i + 0.5) / n))))) for i in range(n)
-    ]
-
-
-def _infer_reason(job: Job) -> str:
-    """Why a job ended, when `on_finished` did not say: cap, stop token, or abort."""
-    params, out = job.sampling, job.output_ids
-    if len(out) >= params.max_tokens:
-        return "length"
-    if out and len(out) >= params.min_tokens:
-        last = out[-1]
-        if (not params.ignore_eos and last in job.eos_token_ids) or last in params.stop_token_ids:
-            return "stop"
-    return job.pending_finish or "abort"
