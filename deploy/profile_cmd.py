@@ -21,7 +21,7 @@ import platform
 import time
 from pathlib import Path
 
-from fastserve.deploy.serve import resolve_device_dtype
+from fastserve.deploy.serve import PROFILE_PREFILL_SIZES, resolve_device_dtype
 from fastserve.runtime.config import ServerConfig
 from fastserve.runtime.sched.cost_model import CostModel, profile
 from fastserve.runtime.sched.profile_cache import find_cost_model, profile_path
@@ -36,7 +36,7 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--prefill-sizes", type=_ints, default=[16, 64, 128, 256, 512, 1024])
+    p.add_argument("--prefill-sizes", type=_ints, default=list(PROFILE_PREFILL_SIZES))
     p.add_argument("--batch-sizes", type=_ints, default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--context-lens", type=_ints, default=[32, 256])
     p.add_argument("--repeats", type=int, default=3, help="measurements per point (median)")

@@ -45,15 +45,12 @@ def prepare(cfg: ServerConfig) -> ServerConfig:
     cfg.max_model_len = min(cfg.max_model_len, context) if cfg.max_model_len else context
     cfg.device, cfg.dtype = resolve_device_dtype(cfg.device, cfg.dtype)
     cfg.scheduler.resolve_batch_limits(cfg.device)
+    per_block = kv_bytes_per_block(
+        model_dir, cfg.cache.block_size, cfg.dtype, cfg.parallel.tp, cfg.parallel.pp
+    )
     if cfg.cache.num_device_blocks == 0:
-        per_block = kv_bytes_per_block(
-            model_dir, cfg.cache.block_size, cfg.dtype, cfg.parallel.tp, cfg.parallel.pp
-        )
         cfg.cache.num_device_blocks = int(cfg.cache.device_kv_gib * 2**30 // per_block)
     if cfg.cache.num_host_blocks is None:
-        per_block = kv_bytes_per_block(
-            model_dir, cfg.cache.block_size, cfg.dtype, cfg.parallel.tp, cfg.parallel.pp
-        )
         workers_here = cfg.parallel.tp * cfg.parallel.pp
         cfg.cache.num_host_blocks = host_pool_bytes(workers_here) // per_block
     if not cfg.endpoints.scheduler_in:

@@ -71,6 +71,7 @@ class TotalWorkOracle(_SortedOracle):
         self.cost_model = cost_model
         self.unit_batch = unit_batch
         self._max_batch = 1
+        self._unit = self.decode_token_cost()  # refreshed once per sort
 
     def decode_token_cost(self) -> float:
         batch = self.unit_batch or self._max_batch
