@@ -31,7 +31,9 @@ class PrefillSeq:
     row_end: int
     start_pos: int  # tokens of this job already cached before this chunk
     block_ids: torch.Tensor | None  # blocks to gather when start_pos > 0
-    mask: torch.Tensor | None  # [rows, keys] bool, when start_pos > 0 (bottom-right causal)
+    # [rows, keys] additive bias (0 or -inf), when start_pos > 0 (bottom-right causal);
+    # torch's CPU SDPA runs a float bias ~1.5x faster than the same bool mask.
+    mask: torch.Tensor | None
 
 
 @dataclass
@@ -42,6 +44,7 @@ class AttentionMetadata:
     positions: torch.Tensor  # [T] position of each token in its job
     write_blocks: torch.Tensor  # [T] cache block of each token's slot
     write_offsets: torch.Tensor  # [T] offset of the slot inside its block
+    slots: torch.Tensor  # [T] block * block_size + offset (the C kernels' one index)
     decode: DecodeMeta | None
     prefills: list[PrefillSeq]
 
@@ -59,6 +62,7 @@ def build_metadata(
     seqs: list[SeqInput],
     block_size: int,
     device: torch.device,
+    dtype: torch.dtype = torch.float32,
 ) -> AttentionMetadata:
     """Metadata for `seqs`, which must list single-token jobs before multi-token ones."""
     positions: list[int] = []
@@ -82,7 +86,7 @@ def build_metadata(
                 raise ValueError("single-token jobs must come before multi-token jobs")
             decode_seqs.append(seq)
         else:
-            prefills.append(_prefill_seq(seq, row, block_size, device))
+            prefills.append(_prefill_seq(seq, row, block_size, device, dtype))
         row += seq.num_tokens
 
     def t(values: list[int]) -> torch.Tensor:
@@ -93,19 +97,23 @@ def build_metadata(
         positions=t(positions),
         write_blocks=t(wblocks),
         write_offsets=t(woffsets),
+        slots=t([b * block_size + o for b, o in zip(wblocks, woffsets, strict=True)]),
         decode=build_decode_meta(decode_seqs, block_size, device) if decode_seqs else None,
         prefills=prefills,
     )
 
 
-def _prefill_seq(seq: SeqInput, row: int, block_size: int, device: torch.device) -> PrefillSeq:
+def _prefill_seq(
+    seq: SeqInput, row: int, block_size: int, device: torch.device, dtype: torch.dtype
+) -> PrefillSeq:
     if seq.start_pos == 0:
         return PrefillSeq(row, row + seq.num_tokens, 0, None, None)
     total = seq.start_pos + seq.num_tokens
     nblocks = -(-total // block_size)
     key_pos = torch.arange(total)
     query_pos = torch.arange(seq.start_pos, total)
-    mask = key_pos.unsqueeze(0) <= query_pos.unsqueeze(1)
+    hidden = key_pos.unsqueeze(0) > query_pos.unsqueeze(1)
+    mask = torch.zeros(hidden.shape, dtype=dtype).masked_fill_(hidden, float("-inf"))
     return PrefillSeq(
         row,
         row + seq.num_tokens,
@@ -145,12 +153,12 @@ def paged_attention(
         n = meta.decode.num_seqs
         outs.append(decode_attention(q[:n], key_blocks, value_blocks, meta.decode, scale))
     for seq in meta.prefills:
-        outs.append(_prefill(q, kv, key_blocks, value_blocks, seq, scale))
+        outs.append(prefill_attention(q, kv, key_blocks, value_blocks, seq, scale))
     out = outs[0] if len(outs) == 1 else torch.cat(outs)
     return out.reshape(meta.num_tokens, -1)
 
 
-def _prefill(
+def prefill_attention(
     q: torch.Tensor,
     kv: torch.Tensor,
     key_blocks: torch.Tensor,

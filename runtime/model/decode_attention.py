@@ -27,6 +27,8 @@ class DecodeMeta:
     bias: torch.Tensor  # [n, 1, 1, block_size] float32: 0 for filled slots, -inf beyond
     one_block_each: bool  # every job fits in one block: no merge needed
     single_len: int  # with exactly one job: its number of keys (else 0)
+    starts: torch.Tensor  # [B + 1] where each job's blocks begin in `blocks` (CSR)
+    lens: torch.Tensor  # [B] keys per job (its position + 1)
 
 
 class DecodeSeq(Protocol):
@@ -43,9 +45,11 @@ def build_decode_meta(
     blocks: list[int] = []
     owner: list[int] = []
     filled: list[int] = []
+    starts = [0]
     for i, seq in enumerate(seqs):
         total = seq.start_pos + 1
         nblocks = -(-total // block_size)
+        starts.append(starts[-1] + nblocks)
         blocks.extend(seq.block_table[:nblocks])
         owner.extend([i] * nblocks)
         filled.extend([block_size] * (nblocks - 1) + [total - (nblocks - 1) * block_size])
@@ -60,6 +64,8 @@ def build_decode_meta(
         bias=bias.view(len(filled), 1, 1, block_size).to(device),
         one_block_each=len(owner) == len(seqs),
         single_len=seqs[0].start_pos + 1 if len(seqs) == 1 else 0,
+        starts=torch.tensor(starts, dtype=torch.long).to(device),
+        lens=torch.tensor([s.start_pos + 1 for s in seqs], dtype=torch.long).to(device),
     )
 
 

@@ -1,7 +1,9 @@
 """Convert a llama-architecture GGUF file into a Hugging Face Llama model directory.
 
 The output (config.json, model.safetensors in float32, tokenizer files, generation config)
-loads with both our engine and transformers' LlamaForCausalLM. The conversion is written
+loads with both our engine and transformers' LlamaForCausalLM. Tensors stored quantized
+in the GGUF (Q4_1, Q8_0) are also kept as they are in `quantized.safetensors`, for the CPU
+decode kernels (see quant.py); transformers ignores that file. The conversion is written
 into a temporary sibling directory and renamed into place, so a reader never sees half a
 model and two processes converting at once cannot corrupt the result.
 """
@@ -22,6 +24,11 @@ from gguf.quants import dequantize
 from safetensors.torch import save_file
 
 from fastserve.runtime.model.gguf_tokenizer import field_value, write_tokenizer_files
+from fastserve.runtime.model.quant import QuantFormat, from_gguf_blocks
+
+QUANT_FILE = "quantized.safetensors"
+QUANT_METADATA_KEY = "fastserve.quant"  # JSON {hf tensor name: format value}
+_KEPT_QUANT = {GGMLQuantizationType.Q4_1: QuantFormat.Q4_1, GGMLQuantizationType.Q8_0: QuantFormat.Q8_0}
 
 _GLOBAL_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
@@ -129,20 +136,69 @@ def read_llama_config(reader: GGUFReader) -> dict:
     }
 
 
+def _rope_rows(name: str, config: dict) -> int | None:
+    """The head count whose rotary row permutation applies to `name`, if any."""
+    if name.endswith("q_proj.weight") or name.endswith("q_proj.bias"):
+        return config["num_attention_heads"]
+    if name.endswith("k_proj.weight") or name.endswith("k_proj.bias"):
+        return config["num_key_value_heads"]
+    return None
+
+
 def convert_tensors(reader: GGUFReader, config: dict) -> dict[str, torch.Tensor]:
     """All GGUF tensors, dequantized to float32, under HF names, q/k rows un-permuted."""
-    heads = config["num_attention_heads"]
-    kv_heads = config["num_key_value_heads"]
     out: dict[str, torch.Tensor] = {}
     for tensor in reader.tensors:
         name = hf_tensor_name(tensor.name)
         values = _dequantized(tensor)
-        if name.endswith("q_proj.weight") or name.endswith("q_proj.bias"):
+        heads = _rope_rows(name, config)
+        if heads is not None:
             values = unpermute_rope_rows(values, heads)
-        elif name.endswith("k_proj.weight") or name.endswith("k_proj.bias"):
-            values = unpermute_rope_rows(values, kv_heads)
         out[name] = torch.from_numpy(np.ascontiguousarray(values))
     return out
+
+
+def quantized_tensors(reader: GGUFReader, config: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """The GGUF's Q4_1/Q8_0 matrices as stored (quant.py's layout), under HF names with q/k
+    rows un-permuted, and the format of each."""
+    out: dict[str, torch.Tensor] = {}
+    formats: dict[str, str] = {}
+    for tensor in reader.tensors:
+        fmt = _KEPT_QUANT.get(GGMLQuantizationType(tensor.tensor_type))
+        if fmt is None or len(tensor.shape) != 2:
+            continue
+        name = hf_tensor_name(tensor.name)
+        cols, rows = (int(d) for d in tensor.shape.tolist())
+        weight = from_gguf_blocks(np.asarray(tensor.data), fmt, rows, cols)
+        heads = _rope_rows(name, config)
+        if heads is not None:
+            weight = weight.rows(unpermute_rope_rows(np.arange(rows), heads))
+        out.update(weight.tensors(name))
+        formats[name] = fmt.value
+    return out, formats
+
+
+def write_quantized(reader: GGUFReader, config: dict, out_dir: Path) -> None:
+    """Write `quantized.safetensors` into out_dir (atomically; nothing if none is quantized)."""
+    tensors, formats = quantized_tensors(reader, config)
+    if not tensors:
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{QUANT_FILE}.", dir=out_dir)
+    os.close(fd)
+    try:
+        meta = {"format": "pt", QUANT_METADATA_KEY: json.dumps(formats)}
+        save_file(tensors, tmp, meta)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out_dir / QUANT_FILE)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def add_quantized(gguf_path: Path, model_dir: Path) -> None:
+    """Give a directory converted before quantized weights were kept its `quantized.safetensors`."""
+    reader = GGUFReader(str(gguf_path))
+    write_quantized(reader, json.loads((model_dir / "config.json").read_text()), model_dir)
 
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
@@ -164,6 +220,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
             generation["pad_token_id"] = ids["padding"]
         (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
         save_file(convert_tensors(reader, config), str(tmp / "model.safetensors"), {"format": "pt"})
+        write_quantized(reader, config, tmp)
         del reader  # drop the memory map of the GGUF file before publishing
         # mkdtemp makes a private directory; the cache is meant to be readable like any other.
         os.chmod(tmp, 0o755)

@@ -13,6 +13,9 @@ torch's bf16 GEMM at 15 GFLOP/s, so they run on a packed float32 copy (134 GFLOP
 rows) with the input widened and the output rounded back to bf16. bf16 values are exact
 in float32 and both paths accumulate in float32, so they differ only in summation order.
 Elsewhere (CUDA, CPUs without oneDNN, float16) it is F.linear.
+Where the checkpoint kept the matrix quantized (quant.py) and the C kernels run, a few
+float32 rows (decoding) read the quantized blocks instead: 0.75 bytes a weight (Q4_1)
+against float32's 4, rebuilt to the same float32 values.
 """
 
 from __future__ import annotations
@@ -20,11 +23,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fastserve.runtime.model.cpu_kernels import CpuKernels
 from fastserve.runtime.model.device_caps import onednn_bf16_usable
+from fastserve.runtime.model.quant import QuantFormat, QuantWeight
 
 # Row-count hint for oneDNN's weight layout choice; decode batches are around this size.
 _PACK_HINT_ROWS = 64
 _PACKABLE = (torch.float32, torch.bfloat16)
+# Up to how many rows the quantized kernels beat oneDNN's packed float32 matmul. Measured
+# as whole SmolLM2 decode steps on a 2-core AVX2 EPYC (benchmarks/bench_kernels.py): 16
+# rows 60 ms against 108, 32 rows 111 against 149; prefill chunks (hundreds of rows) are
+# compute-bound and run dense.
+QUANT_MAX_ROWS = {QuantFormat.Q4_1: 64, QuantFormat.Q8_0: 64}
 
 
 def _onednn_usable(weight: torch.Tensor) -> bool:
@@ -51,15 +61,26 @@ def _needs_wide_twin(weight: torch.Tensor) -> bool:
 class Linear:
     """y = x @ W^T + b for a fixed weight W [out, in]."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, pack: bool = True):
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        pack: bool = True,
+        quant: QuantWeight | None = None,
+        kernels: CpuKernels | None = None,
+    ):
         self.out_features, self.in_features = weight.shape
         self.bias = bias
         self.packed = pack and _onednn_usable(weight)
         self.weight_t: torch.Tensor | None = None  # [in, out] copy for single rows
         self.wide: Linear | None = None  # float32 twin for multi-row bf16 on AVX2 CPUs
+        usable = quant is not None and kernels is not None and weight.dtype == torch.float32
+        self.quant = quant if usable else None
+        self.kernels = kernels
+        self.quant_rows = QUANT_MAX_ROWS[quant.format] if quant is not None else 0
         if self.packed:
             self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, _PACK_HINT_ROWS)
-            if weight.dtype == torch.float32:
+            if weight.dtype == torch.float32 and self.quant is None:
                 self.weight_t = weight.t().contiguous()
         else:
             self.weight = weight
@@ -69,6 +90,9 @@ class Linear:
                 self.wide.weight_t = None  # the twin never serves single rows
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quant is not None and x.shape[0] <= self.quant_rows:
+            assert self.kernels is not None
+            return self.kernels.quant_matmul(x, self.quant, self.bias)
         if self.wide is not None and x.shape[0] > 1:
             return self.wide(x.float()).to(x.dtype)
         if self.weight_t is not None and x.shape[0] == 1 and torch.get_num_threads() == 1:

@@ -3,7 +3,9 @@
 One forward runs a flattened batch: every token of every job in one [T, hidden] tensor,
 positions per token, and paged attention per job (see attention.py). Weights are plain
 tensors (fused qkv and gate/up) and the layer loop is a plain function: on a small model
-on a CPU, Python overhead per op is a visible share of a decode step.
+on a CPU, Python overhead per op is a visible share of a decode step. Where the C kernels
+run (float32 on an x86-64 CPU, one rank) the layers go through cpu_layers.py instead,
+which does the same arithmetic in far fewer calls.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import torch
 
 from fastserve.runtime.model.attention import AttentionMetadata, paged_attention, write_kv
 from fastserve.runtime.model.config import ModelConfig
+from fastserve.runtime.model.cpu_kernels import CpuKernels
+from fastserve.runtime.model.cpu_layers import run_layers
 from fastserve.runtime.model.layers import RotaryEmbedding, rms_norm, silu_and_mul
 from fastserve.runtime.model.linear import Linear
 from fastserve.runtime.model.parallel import PPStage, TPGroup
@@ -23,13 +27,13 @@ from fastserve.runtime.model.weights import LayerWeights, ModelWeights, load_wei
 class _Layer:
     """One decoder layer's weights, projections prepared for fast matmuls."""
 
-    def __init__(self, w: LayerWeights):
+    def __init__(self, w: LayerWeights, kernels: CpuKernels | None):
         self.input_norm = w.input_norm
         self.post_norm = w.post_norm
-        self.qkv = Linear(w.qkv, w.qkv_bias)
-        self.o_proj = Linear(w.o_proj, w.o_bias)
-        self.gate_up = Linear(w.gate_up, w.gate_up_bias)
-        self.down = Linear(w.down, w.down_bias)
+        self.qkv = Linear(w.qkv, w.qkv_bias, quant=w.qkv_quant, kernels=kernels)
+        self.o_proj = Linear(w.o_proj, w.o_bias, quant=w.o_quant, kernels=kernels)
+        self.gate_up = Linear(w.gate_up, w.gate_up_bias, quant=w.gate_up_quant, kernels=kernels)
+        self.down = Linear(w.down, w.down_bias, quant=w.down_quant, kernels=kernels)
 
 
 class LlamaModel:
@@ -48,15 +52,22 @@ class LlamaModel:
     ):
         self.config = config
         self.pp = pp or PPStage()
+        self.tp = tp or TPGroup()
+        # The C kernels cover float32 on the CPU without tensor parallelism.
+        fused = torch.device(device).type == "cpu" and dtype == torch.float32
+        self.kernels = CpuKernels.load() if fused and self.tp.size == 1 else None
         self.embed = weights.embed
         self.vocab_start = weights.vocab_start
         self.final_norm = weights.final_norm
-        self.lm_head = Linear(weights.lm_head) if weights.lm_head is not None else None
+        self.lm_head = (
+            Linear(weights.lm_head, quant=weights.lm_head_quant, kernels=self.kernels)
+            if weights.lm_head is not None
+            else None
+        )
         # Packed copies replace the plain weights (the embedding table stays for lookups).
-        self.layers = [_Layer(w) for w in weights.layers]
+        self.layers = [_Layer(w, self.kernels) for w in weights.layers]
         self.dtype = dtype
         self.device = device
-        self.tp = tp or TPGroup()
         self.num_heads = config.num_heads // self.tp.size  # heads on this rank
         self.num_kv_heads = config.num_kv_heads // self.tp.size
         self.head_dim = config.head_dim
@@ -107,9 +118,12 @@ class LlamaModel:
             # Every stage gets the same tick, so the row count is known without a header.
             shape = (meta.num_tokens, self.config.hidden_size)
             x = self.pp.recv(shape, self.dtype, self.device)
-        cos, sin = self.rope.tables(meta.positions)
-        for layer, cache in zip(self.layers, kv_layers, strict=True):
-            x = self._layer(x, layer, cache, meta, cos, sin)
+        if self.kernels is not None:
+            x = run_layers(self, self.kernels, x, meta, kv_layers)
+        else:
+            cos, sin = self.rope.tables(meta.positions)
+            for layer, cache in zip(self.layers, kv_layers, strict=True):
+                x = self._layer(x, layer, cache, meta, cos, sin)
         if not self.pp.is_last:
             self.pp.send(x)
             return None

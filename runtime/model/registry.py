@@ -49,10 +49,14 @@ def default_gguf_path() -> Path:
 def default_model_dir(convert: bool = True) -> Path:
     """The converted default model, converting it on first use."""
     target = cache_root() / DEFAULT_MODEL_NAME
-    if not (target / "model.safetensors").exists() and convert:
-        from fastserve.runtime.model.gguf_convert import convert_gguf
+    if not convert:
+        return target
+    from fastserve.runtime.model.gguf_convert import QUANT_FILE, add_quantized, convert_gguf
 
+    if not (target / "model.safetensors").exists():
         convert_gguf(default_gguf_path(), target)
+    elif not (target / QUANT_FILE).exists():  # converted by a version that kept no quants
+        add_quantized(default_gguf_path(), target)
     return target
 
 

@@ -192,6 +192,7 @@ class ModelRunner:
             [SeqInput(len(e.token_ids), e.start_pos, e.block_table) for e in ordered],
             self.block_size,
             self.device,
+            self.dtype,
         )
         if self.swapper.has_pending_uploads():
             fence_start = time.perf_counter()

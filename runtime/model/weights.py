@@ -14,7 +14,9 @@ import torch
 from safetensors import safe_open
 
 from fastserve.runtime.model.config import ModelConfig
+from fastserve.runtime.model.gguf_convert import QUANT_FILE, QUANT_METADATA_KEY
 from fastserve.runtime.model.parallel import PPStage, TPGroup
+from fastserve.runtime.model.quant import QuantFormat, QuantWeight
 
 
 @dataclass
@@ -29,6 +31,12 @@ class LayerWeights:
     gate_up_bias: torch.Tensor | None
     down: torch.Tensor  # [hidden, local ffn]
     down_bias: torch.Tensor | None
+    # The same projections in the checkpoint's quantized blocks, where it has them (CPU
+    # float32 decoding reads these: see quant.py); None keeps the dense path only.
+    qkv_quant: QuantWeight | None = None
+    o_quant: QuantWeight | None = None
+    gate_up_quant: QuantWeight | None = None
+    down_quant: QuantWeight | None = None
 
 
 @dataclass
@@ -38,6 +46,7 @@ class ModelWeights:
     final_norm: torch.Tensor | None  # None off the last pipeline stage
     lm_head: torch.Tensor | None  # [local vocab, hidden]; the embedding itself when tied
     vocab_start: int  # first vocab id held by this rank
+    lm_head_quant: QuantWeight | None = None  # lm_head in quantized blocks, where kept
 
 
 class CheckpointReader:
@@ -72,6 +81,29 @@ class CheckpointReader:
 
     def maybe(self, name: str) -> torch.Tensor | None:
         return self.get(name) if self.has(name) else None
+
+
+class QuantReader:
+    """The quantized copies of a model directory's matrices (`quantized.safetensors`)."""
+
+    def __init__(self, model_dir: Path):
+        path = model_dir / QUANT_FILE
+        self._file = safe_open(path, framework="pt") if path.exists() else None
+        meta = self._file.metadata() if self._file is not None else None
+        raw = (meta or {}).get(QUANT_METADATA_KEY, "{}")
+        self._formats = {name: QuantFormat(v) for name, v in json.loads(raw).items()}
+
+    def get(self, name: str) -> QuantWeight | None:
+        fmt = self._formats.get(name)
+        if fmt is None or self._file is None:
+            return None
+        return QuantWeight.from_tensors(self._file.get_tensor, name, fmt)
+
+    def fused(self, names: list[str]) -> QuantWeight | None:
+        parts = [self.get(n) for n in names]
+        if any(p is None for p in parts):
+            return None
+        return QuantWeight.cat_rows(parts)  # type: ignore[arg-type]
 
 
 def _required(tensor: torch.Tensor | None, what: str) -> torch.Tensor:
@@ -130,6 +162,13 @@ def load_weights(
         # Row-parallel biases are added once, before the all-reduce sums the ranks.
         return put_opt(ckpt.maybe(name)) if tp.rank == 0 else None
 
+    # Quantized copies serve unsharded float32 CPU models (the kernels' only case).
+    keep_quant = tp.size == 1 and dtype == torch.float32 and torch.device(device).type == "cpu"
+    quant = QuantReader(Path(model_dir)) if keep_quant else None
+
+    def quant_of(prefix: str, *names: str) -> QuantWeight | None:
+        return None if quant is None else quant.fused([f"{prefix}{n}.weight" for n in names])
+
     layers: list[LayerWeights] = []
     for i in pp.layers(config.num_layers):
         p = f"model.layers.{i}."
@@ -145,6 +184,10 @@ def load_weights(
                 gate_up_bias=put_opt(fused_gate_up(p, "bias")) if config.mlp_bias else None,
                 down=put(ckpt.get(f"{p}mlp.down_proj.weight")[:, f0:f1]),
                 down_bias=rank0_bias(f"{p}mlp.down_proj.bias") if config.mlp_bias else None,
+                qkv_quant=quant_of(p, "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+                o_quant=quant_of(p, "self_attn.o_proj"),
+                gate_up_quant=quant_of(p, "mlp.gate_proj", "mlp.up_proj"),
+                down_quant=quant_of(p, "mlp.down_proj"),
             )
         )
     tied = config.tie_word_embeddings or not ckpt.has("lm_head.weight")
@@ -154,10 +197,12 @@ def load_weights(
     if pp.is_last:
         lm_head = embed if tied else put(vocab_rows(ckpt.get("lm_head.weight")))
         final_norm = put(ckpt.get("model.norm.weight"))
+    head_name = "model.embed_tokens" if tied else "lm_head"
     return ModelWeights(
         embed=embed if pp.is_first else None,
         layers=layers,
         final_norm=final_norm,
         lm_head=lm_head,
         vocab_start=v0,
+        lm_head_quant=quant_of("", head_name) if pp.is_last else None,
     )
