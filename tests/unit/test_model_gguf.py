@@ -46,8 +46,11 @@ def _gguf_name(hf: str) -> str:
     return f"blk.{layer}.{_LAYER[rest]}"
 
 
-def write_tiny_gguf(hf_dir: Path, out: Path, quantize: tuple[str, ...] = ()) -> None:
-    """What llama.cpp's converter would write for `hf_dir` (q/k rows permuted)."""
+def write_tiny_gguf(
+    hf_dir: Path, out: Path, quantize: tuple[str, ...] = (), quantize_q4_1: tuple[str, ...] = ()
+) -> None:
+    """What llama.cpp's converter would write for `hf_dir` (q/k rows permuted); tensors
+    named in `quantize` are stored as Q8_0, those in `quantize_q4_1` as Q4_1."""
     cfg = json.loads((hf_dir / "config.json").read_text())
     tensors = load_file(str(hf_dir / "model.safetensors"))
     vocab = json.loads((hf_dir / "tokenizer.json").read_text())["model"]["vocab"]
@@ -77,8 +80,12 @@ def write_tiny_gguf(hf_dir: Path, out: Path, quantize: tuple[str, ...] = ()) -> 
         elif name.endswith("k_proj.weight"):
             arr = permute_rope_rows(arr, cfg["num_key_value_heads"])
         gname = _gguf_name(name)
-        if gname in quantize:
-            qtype = gguf.GGMLQuantizationType.Q8_0
+        if gname in quantize or gname in quantize_q4_1:
+            qtype = (
+                gguf.GGMLQuantizationType.Q8_0
+                if gname in quantize
+                else gguf.GGMLQuantizationType.Q4_1
+            )
             w.add_tensor(gname, gguf.quants.quantize(arr, qtype), raw_dtype=qtype)
         else:
             w.add_tensor(gname, np.ascontiguousarray(arr, dtype=np.float32))
