@@ -174,6 +174,11 @@ class SchedulerActor(Actor):
             upload_bytes=m.swap_bytes["in"].snapshot(),
             queue_seconds=m.queue_seconds.snapshot(),
             recent_preemptions=list(m.recent_preemptions),
+            prefix_cache_queried_tokens=core.prefix.queried_tokens,
+            prefix_cache_hit_tokens=core.prefix.hit_tokens,
+            prefix_cache_evictions=core.device.num_evictions,
+            cached_device_blocks=core.device.num_cached,
+            cached_host_blocks=core.host.num_cached,
         )
 
     async def _send_stats(self) -> None:

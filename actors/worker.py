@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from fastserve.protocol.common import BlockCopy
+from fastserve.protocol.common import BlockCopy, TokenLogprobs
 from fastserve.protocol.to_scheduler import SampledToken, StepFailed, StepResult, SwapDone
 from fastserve.protocol.to_worker import TickPlan
 from fastserve.runtime.actor import Actor
@@ -28,6 +28,9 @@ class Sampled(Protocol):
     request_id: str
     token_id: int
     logprob: float
+    top_ids: list[int]
+    top_logprobs: list[float]
+    prompt: TokenLogprobs | None
 
 
 class Runner(Protocol):
@@ -136,7 +139,12 @@ class WorkerActor(Actor):
             return
         elapsed = time.perf_counter() - start
         if self.reports_tokens:
-            tokens = [SampledToken(t.request_id, t.token_id, t.logprob) for t in sampled]
+            tokens = [
+                SampledToken(
+                    t.request_id, t.token_id, t.logprob, t.top_ids, t.top_logprobs, t.prompt
+                )
+                for t in sampled
+            ]
             waited = self.runner.swap_wait_s - self._swap_wait_seen
             self._swap_wait_seen = self.runner.swap_wait_s
             await self.to_scheduler.send(

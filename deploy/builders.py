@@ -61,6 +61,7 @@ def make_scheduler_core(cfg: ServerConfig, num_swap_ackers: int) -> SchedulerCor
         eos_token_ids(cfg.model),
         num_swap_ackers=num_swap_ackers,
         service_shares=cost_model.service_shares,
+        prefix_caching=cfg.scheduler.prefix_caching,
     )
 
 

@@ -62,6 +62,12 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
         help="most jobs holding KV half-done (0: 2x --max-batch-jobs; negative: no bound)",
     )
     p.add_argument(
+        "--no-prefix-caching",
+        dest="prefix_caching",
+        action="store_false",
+        help="prefill every prompt whole (default: reuse the KV of prompt prefixes seen before)",
+    )
+    p.add_argument(
         "--max-model-len", type=int, default=d.max_model_len, help="context length; 0 = the model's"
     )
     p.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens)
@@ -141,6 +147,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     cfg.scheduler.max_batch_jobs = args.max_batch_jobs
     cfg.scheduler.max_batch_tokens = args.max_batch_tokens
     cfg.scheduler.max_started_jobs = args.max_started_jobs
+    cfg.scheduler.prefix_caching = args.prefix_caching
     cfg.cache.block_size = args.block_size
     cfg.cache.num_device_blocks = args.num_device_blocks
     cfg.cache.device_kv_gib = args.device_kv_gib

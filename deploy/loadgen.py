@@ -1,7 +1,8 @@
 """Replay a workload against a running FastServe (or any OpenAI-compatible) server.
 
 Each request is sent at its arrival time to `/v1/completions` with `stream: true`; the
-prompt is a list of token ids of exactly the requested length, and `max_tokens` =
+prompt is a list of token ids of exactly the requested length (random, or the shared
+content a multi-turn workload describes), and `max_tokens` =
 `min_tokens` = the output length with `ignore_eos`, so every job does exactly the work the
 workload says. `logprobs: 0` makes every streamed chunk list its tokens, so the client
 counts tokens (and sees the first one) even when a token's text is empty or withheld by
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import numpy as np
 
+from fastserve.runtime.sim.conversations import prompt_token_ids
 from fastserve.runtime.sim.metrics import RequestRecord, Reservoir
 from fastserve.runtime.sim.workload import Request
 
@@ -268,7 +270,9 @@ async def replay(
     desc: str = "bench",
     itl: Reservoir | None = None,
 ) -> tuple[list[RequestResult], dict[str, float], float]:
-    """Send every request at its arrival time; returns (results, counter deltas, seconds).
+    """Send every request at its arrival time (a conversation's turn: not before the previous
+    answer arrived, see runtime/sim/conversations.py); returns (results, counter deltas,
+    seconds).
 
     Bounded: one request per workload entry, each within `request_timeout` seconds, at
     most `max_concurrency` in flight (None: as many as arrive, over up to 512
@@ -295,16 +299,19 @@ async def replay(
         results = [
             RequestResult(i, r.prompt_len, r.output_len, r.arrival) for i, r in enumerate(workload)
         ]
-        bodies = [
-            request_body(
-                model, prompt_ids(r.prompt_len, rng, token_range, repeat_token), r.output_len
-            )
-            for r in workload
-        ]
+        ids = prompt_token_ids(workload, rng, token_range, repeat_token, seed)
+        bodies = [request_body(model, p, r.output_len) for p, r in zip(ids, workload, strict=True)]
         bar = tqdm(total=len(results), desc=desc, unit="req", disable=not progress)
+        answered = [asyncio.Event() for _ in results]  # a conversation's next turn waits
 
         async def tracked(body: dict[str, Any], result: RequestResult) -> None:
-            await _one(session, url, body, result, t0, request_timeout, itl, in_flight)
+            try:
+                after = workload[result.index].after
+                if after >= 0:
+                    await answered[after].wait()
+                await _one(session, url, body, result, t0, request_timeout, itl, in_flight)
+            finally:
+                answered[result.index].set()
             bar.update(1)
             if result.error:
                 bar.set_postfix(errors=sum(1 for x in results if x.error))

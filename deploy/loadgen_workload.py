@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from fastserve.runtime.sim.conversations import ConversationShape, conversation_workload
 from fastserve.runtime.sim.workload import (
     Request,
     bimodal_lengths,
@@ -62,6 +63,7 @@ BASE: dict[str, Any] = {
     "p_long": 0.1,  # bimodal: share of the long mode
     "bimodal_ratio": 20.0,  # bimodal: long mode / short mode
     "mixture": None,  # [(share, prompt mean, prompt CV, output mean, output CV)]: lognormals
+    "conversation": None,  # multi-turn chat: runtime/sim/conversations.ConversationShape fields
     "seed": 0,
 }
 PRESETS: dict[str, dict[str, Any]] = {
@@ -108,6 +110,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         ],
         "max_prompt": 750,
         "max_output": 1024,
+    },
+    # Prefix caching (issue 14): chat sessions over 4 shared system prompts of 160 tokens,
+    # 2-6 turns each, every turn resending the conversation so far and sent once the
+    # previous answer is in (at least 1 s after the previous turn). `rate` and the
+    # arrivals are conversation starts; questions ~32 tokens (max_prompt caps one), answers
+    # lognormal ~32. The simulator replays the lengths only (no content, no caching).
+    "multi-turn": {
+        "num_requests": 120,
+        "arrivals": "poisson",
+        "rate": 0.5,
+        "max_prompt": 128,
+        "lengths": "lognormal",
+        "mean_output": 32.0,
+        "cv": 1.0,
+        "max_output": 128,
+        "conversation": {"system_prompts": 4, "system_len": 160, "min_turns": 2,
+                         "max_turns": 6, "mean_user": 32.0, "think_s": 1.0},
     },
 }
 
@@ -208,11 +227,30 @@ def build_workload(w: dict[str, Any], rate: float | None = None) -> list[Request
         if len(t) < n:
             raise SystemExit(f"the trace has {len(t)} requests from row {start}; asked for {n}")
     lengths_rng = np.random.default_rng([w["seed"], 1])
+    if w.get("conversation"):
+        return _conversations(w, n, t, rate, lengths_rng)
     if w.get("mixture"):
         prompts, outputs = _sample_mixture(w, n, lengths_rng)
     else:
         prompts, outputs = _sample_pair(w, n, p, o, lengths_rng)
     return make_requests(_arrivals(w, n, t, rate), prompts, outputs)
+
+
+def _conversations(
+    w: dict[str, Any], n: int, t: np.ndarray, rate: float | None, rng: np.random.Generator
+) -> list[Request]:
+    """Multi-turn chat (runtime/sim/conversations.py): conversation starts from the arrival
+    process, answers from the output-length distribution."""
+    if w["lengths"] == "trace":
+        raise SystemExit("a conversation workload needs --lengths other than trace")
+    try:
+        shape = ConversationShape.from_setting(dict(w["conversation"]))
+    except (TypeError, ValueError) as bad:
+        raise SystemExit(f"conversation setting: {bad}") from None
+    outputs = _sample(
+        w["lengths"], n, w["mean_output"], w["cv"], t, 1.0, w["max_output"], w, rng
+    )
+    return conversation_workload(n, _arrivals(w, n, t, rate), outputs, shape, rng, w["max_prompt"])
 
 
 def _sample_pair(

@@ -165,6 +165,7 @@ def serve(cfg: ServerConfig) -> int:
         device=cfg.device,
         dtype=cfg.dtype,
         policy=cfg.scheduler.policy,
+        prefix_caching=cfg.scheduler.prefix_caching,
         device_blocks=cfg.cache.num_device_blocks,
         host_blocks=cfg.cache.num_host_blocks,
         max_model_len=cfg.max_model_len,

@@ -30,9 +30,11 @@ from fastserve.protocol import (
     to_scheduler,
     to_worker,
 )
-from fastserve.protocol.common import BlockCopy, SamplingParams
+from fastserve.protocol.common import BlockCopy, SamplingParams, TokenLogprobs
 
-PROTOCOL_VERSION = 3  # 2: SubmitRequest.priority; 3: SchedulerStats observability fields
+PROTOCOL_VERSION = 5  # 2: SubmitRequest.priority; 3: SchedulerStats observability fields;
+# 4: top/prompt logprobs and grammars (SamplingParams, SampledToken, RequestOutput);
+# 5: prefix caching (NewJob.num_cached, BlockCopy.keep_blocks, SchedulerStats prefix_cache_*)
 _HEADER = struct.Struct("!BBQ")
 
 # Type byte -> message class. Append only: a number, once used, keeps its meaning.
@@ -62,6 +64,7 @@ _TYPE_BYTES: dict[type, int] = {cls: code for code, cls in MESSAGE_TYPES.items()
 # Value dataclasses that may appear nested inside messages.
 _NESTED: tuple[type, ...] = (
     SamplingParams,
+    TokenLogprobs,
     BlockCopy,
     to_worker.NewJob,
     to_worker.ScheduledJob,

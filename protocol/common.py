@@ -18,6 +18,18 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)  # extra ids that end the request
     ignore_eos: bool = False  # keep generating past EOS (benchmarks force lengths with it)
     logprobs: bool = False  # report the log-probability of each sampled token
+    top_logprobs: int = 0  # with logprobs: also the k most likely alternatives of each token
+    prompt_logprobs: int | None = None  # None: none; k: each prompt token's logprob and k alternatives
+    grammar: str | None = None  # llguidance grammar (JSON text) the output must match; None: free
+
+
+@dataclass
+class TokenLogprobs:
+    """Log-probabilities of a run of tokens, each with its most likely alternatives."""
+
+    logprobs: list[float]  # of each token, in order (NaN where it was not computed)
+    top_ids: list[list[int]]  # per token: the k most likely ids, most likely first
+    top_logprobs: list[list[float]]  # their log-probabilities, the same shape as top_ids
 
 
 @dataclass
@@ -27,3 +39,6 @@ class BlockCopy:
     request_id: str  # job whose KV moves
     src_block_ids: list[int]  # blocks read, in block-table order (device ids for offload)
     dst_block_ids: list[int]  # blocks written, same length and order (host ids for offload)
+    # Leading entries of the job's block table that do not move: device blocks other jobs
+    # share (prefix caching) stay on the device; src/dst cover the entries after them.
+    keep_blocks: int = 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fastserve.protocol.common import TokenLogprobs
+
 
 @dataclass
 class RequestOutput:
@@ -15,6 +17,9 @@ class RequestOutput:
     finish_reason: str | None = None  # None while running; "stop", "length" or "abort" at the end
     num_prompt_tokens: int = 0  # prompt length, for usage accounting
     error: str | None = None  # set when the request failed; finish_reason is then "error"
+    top_ids: list[list[int]] = field(default_factory=list)  # per token: likeliest alternatives
+    top_logprobs: list[list[float]] = field(default_factory=list)  # their log-probabilities
+    prompt_logprobs: TokenLogprobs | None = None  # prompt tokens 1.., once, with the first token
 
 
 @dataclass
@@ -76,3 +81,8 @@ class SchedulerStats:
     upload_bytes: HistogramCounts = field(default_factory=HistogramCounts)  # KV bytes per upload
     queue_seconds: HistogramCounts = field(default_factory=HistogramCounts)  # arrival to first run
     recent_preemptions: list[PreemptionRecord] = field(default_factory=list)  # latest, oldest first
+    prefix_cache_queried_tokens: int = 0  # tokens of jobs started or restarted with caching on, total
+    prefix_cache_hit_tokens: int = 0  # of which the prefix cache held (not prefilled), total
+    prefix_cache_evictions: int = 0  # cached free device blocks reclaimed for new KV, total
+    cached_device_blocks: int = 0  # device blocks holding content-addressed KV, held or free
+    cached_host_blocks: int = 0  # the same in the host pool (0: the host pool does not cache)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fastserve.protocol.common import SamplingParams
+from fastserve.protocol.common import SamplingParams, TokenLogprobs
 
 
 @dataclass
@@ -33,6 +33,9 @@ class SampledToken:
     request_id: str  # job the token belongs to
     token_id: int  # sampled token id
     logprob: float  # log-probability of the token under the sampling distribution's logits
+    top_ids: list[int] = field(default_factory=list)  # sampling.top_logprobs likeliest ids, best first
+    top_logprobs: list[float] = field(default_factory=list)  # their log-probabilities
+    prompt: TokenLogprobs | None = None  # prompt tokens 1.. (with sampling.prompt_logprobs, first token)
 
 
 @dataclass

@@ -14,6 +14,7 @@ class NewJob:
     request_id: str  # unique id of the request
     prompt_ids: list[int]  # prompt token ids
     sampling: SamplingParams  # sampling parameters
+    num_cached: int = 0  # leading tokens whose KV its first blocks already hold (prefix cache)
 
 
 @dataclass

@@ -27,6 +27,7 @@ class SchedulerConfig:
     max_batch_tokens: int = 0  # most tokens (prefill chunks + decodes) per iteration; 0: by device
     max_started_jobs: int = 0  # most jobs holding KV half-done; 0: 2x max_batch_jobs, <0: no bound
     policy_options: dict[str, Any] = field(default_factory=dict)  # knobs passed to the policy
+    prefix_caching: bool = True  # share and keep full KV blocks by content (sched/prefix_cache.py)
 
     def resolve_batch_limits(self, device: str) -> None:
         """Fill limits left at 0 with the device's defaults (BATCH_LIMITS)."""

@@ -48,12 +48,15 @@ class WorkerJobTable:
         for rid in plan.released:
             self.jobs.pop(rid, None)
         for new in plan.new_jobs:
+            # A prefix-cache hit: the first blocks sent with it already hold num_cached tokens.
             self.jobs[new.request_id] = WorkerJob(
-                len(new.prompt_ids), list(new.prompt_ids), new.sampling
+                len(new.prompt_ids), list(new.prompt_ids), new.sampling, new.num_cached
             )
         for copy in plan.swap_in:
-            # The upload's destination blocks become the job's table from now on.
-            self.jobs[copy.request_id].block_table = list(copy.dst_block_ids)
+            # The upload's destination blocks replace the moved entries of the job's table
+            # (shared entries before them stayed on the device).
+            job = self.jobs[copy.request_id]
+            job.block_table = job.block_table[: copy.keep_blocks] + list(copy.dst_block_ids)
         entries = []
         for sched in plan.scheduled:
             job = self.jobs.get(sched.request_id)

@@ -100,20 +100,24 @@ def _formatter(service: FrontendService, handle: RequestHandle) -> ResponseForma
 
 
 async def _whole(service: FrontendService, handle: RequestHandle) -> web.Response:
-    texts: list[str] = []
-    everything = Delta("")
+    outputs = {i: Delta("", index=i) for i in range(len(handle.choices))}
+    reasons: dict[int, str] = {}
     async for event in handle:
         if isinstance(event, Delta):
-            texts.append(event.text)
-            everything.token_ids += event.token_ids
-            everything.logprobs += event.logprobs
+            outputs[event.index].extend(event)
         elif isinstance(event, Failed):
             return web.json_response(server_error_body(event.message), status=500)
         elif isinstance(event, Finished):
-            fmt = _formatter(service, handle)
-            body = fmt.response("".join(texts), everything, event.finish_reason, event.usage)
-            return web.json_response(body)
-    raise RuntimeError("request events ended without a finish")
+            reasons[event.index] = event.finish_reason
+    if len(reasons) != len(outputs):
+        raise RuntimeError("request events ended without a finish")
+    ranked = [(outputs[i], reasons[i]) for i in sorted(outputs)]
+    if handle.parsed.best_of > handle.parsed.n:
+        # best_of: the n candidates of highest cumulative log-probability, best first.
+        ranked.sort(key=lambda c: sum(c[0].logprobs), reverse=True)
+        ranked = ranked[: handle.parsed.n]
+    fmt = _formatter(service, handle)
+    return web.json_response(fmt.response(ranked, handle.usage()))
 
 
 async def _stream(
@@ -130,17 +134,17 @@ async def _stream(
                     return web.json_response(server_error_body(event.message), status=500)
                 response = web.StreamResponse(headers=_SSE_HEADERS)
                 await response.prepare(request)
-                for chunk in fmt.opening_chunks():
-                    await response.write(sse_event(chunk))
             if isinstance(event, Delta):
-                chunk = fmt.delta_chunk(event)
-                if chunk is not None:
-                    await response.write(sse_event(chunk))
+                chunks = fmt.delta_chunks(event)
             elif isinstance(event, Finished):
-                for chunk in fmt.closing_chunks(event):
-                    await response.write(sse_event(chunk))
+                chunks = fmt.closing_chunks(event)
+                if handle.done:  # the last choice ended: the usage of them all
+                    last = fmt.usage_chunk(handle.usage())
+                    chunks += [last] if last is not None else []
             else:
-                await response.write(sse_event(server_error_body(event.message)))
+                chunks = [server_error_body(event.message)]
+            for chunk in chunks:
+                await response.write(sse_event(chunk))
         assert response is not None
         await response.write(SSE_DONE)
         await response.write_eof()

@@ -30,10 +30,21 @@ class Outcome:
 
 
 class InflightRequest:
-    def __init__(self, request_id: str, parsed: ParsedRequest, tokenizer: ModelTokenizer) -> None:
+    """One job: a request, or one choice of a request with n > 1 (siblings share `queue`)."""
+
+    def __init__(
+        self,
+        request_id: str,
+        parsed: ParsedRequest,
+        tokenizer: ModelTokenizer,
+        *,
+        index: int = 0,
+        queue: asyncio.Queue[Event] | None = None,
+    ) -> None:
         self.request_id = request_id
         self.parsed = parsed
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.index = index  # the choice it is
+        self.queue: asyncio.Queue[Event] = asyncio.Queue() if queue is None else queue
         self.arrival_wall = time.time()
         self.arrival = time.monotonic()
         self.first_token_at: float | None = None
@@ -54,8 +65,17 @@ class InflightRequest:
             self.last_token_at = time.monotonic()
             if self.first_token_at is None:
                 self.first_token_at = self.last_token_at
-        self.num_generated += len(out.token_ids)
         finishing = out.finish_reason is not None
+        if self.parsed.echo_only:
+            # max_tokens 0: the scheduler generated one token to get the prompt computed.
+            outcome = Outcome()
+            if out.prompt_logprobs is not None:
+                outcome.events.append(Delta("", prompt=out.prompt_logprobs, index=self.index))
+            if finishing:
+                outcome.events.append(Finished("length", self.usage(), self.index))
+                outcome.ended = True
+            return outcome
+        self.num_generated += len(out.token_ids)
         text = self._detok.push(out.token_ids)
         if finishing:
             text += self._detok.flush()
@@ -63,13 +83,23 @@ class InflightRequest:
         if finishing and not matched:
             text += self._stops.flush()
         outcome = Outcome()
-        if text or out.token_ids:
-            outcome.events.append(Delta(text, list(out.token_ids), list(out.logprobs)))
+        if text or out.token_ids or out.prompt_logprobs is not None:
+            outcome.events.append(
+                Delta(
+                    text,
+                    list(out.token_ids),
+                    list(out.logprobs),
+                    list(out.top_ids),
+                    list(out.top_logprobs),
+                    out.prompt_logprobs,
+                    self.index,
+                )
+            )
         if matched:
-            outcome.events.append(Finished("stop", self.usage()))
+            outcome.events.append(Finished("stop", self.usage(), self.index))
             # Only a request the scheduler still runs needs telling.
             outcome.ended, outcome.abort_scheduler = True, not finishing
         elif finishing:
-            outcome.events.append(Finished(str(out.finish_reason), self.usage()))
+            outcome.events.append(Finished(str(out.finish_reason), self.usage(), self.index))
             outcome.ended = True
         return outcome

@@ -1,7 +1,9 @@
 """Parsing and validation of /v1/completions and /v1/chat/completions bodies.
 
 Everything a client can get wrong is caught here, so bad input never reaches the scheduler.
-The result is a ParsedRequest: prompt token ids, SamplingParams, stop strings, stream flags.
+The result is a ParsedRequest: prompt token ids, SamplingParams (with the grammar of a
+structured output or forced tool call, already validated), stop strings, stream flags,
+choices and tools.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from fastserve.runtime.frontend.fields import (
     is_int_list,
     json_type,
 )
+from fastserve.runtime.frontend.guided import response_format_grammar
 from fastserve.runtime.frontend.parsed_request import ParsedRequest, ServerLimits
 from fastserve.runtime.frontend.sampling_fields import common_fields, fit_context
 from fastserve.runtime.frontend.tokenizer import ModelTokenizer
+from fastserve.runtime.frontend.tool_request import forced_grammar, parse_tools, prompt_messages
 
 __all__ = ["ParsedRequest", "ServerLimits", "parse_chat", "parse_completion", "parse_request"]
 
@@ -49,16 +53,21 @@ def parse_completion(body: Any, tokenizer: ModelTokenizer, limits: ServerLimits)
     prompt_ids, prompt_text = _completion_prompt(body.get("prompt"), tokenizer, limits)
     echo = bool(get_bool(body, "echo"))
     logprobs = rf.LOGPROBS.read(body)
-    if logprobs is not None and echo:
-        raise RequestError(
-            "`echo` together with `logprobs` is not supported: prompt log-probabilities "
-            "are not computed",
-            param="echo",
-        )
+    # Evaluation harnesses score prompts with echo and max_tokens 0: one token is generated
+    # to get the prompt computed, and not returned.
+    echo_only = echo and get_int(body, rf.MAX_TOKENS.name) == 0
+    if echo_only:
+        body = {**body, rf.MAX_TOKENS.name: 1}
     req = common_fields(body, "completion", model, prompt_ids, tokenizer, limits, (rf.MAX_TOKENS,))
     req.echo_text = prompt_text if echo else None
+    req.echo_only = echo_only
     req.logprobs = logprobs
     req.sampling.logprobs = logprobs is not None
+    req.sampling.top_logprobs = logprobs or 0
+    if echo and logprobs is not None:
+        req.sampling.prompt_logprobs = logprobs
+    req.sampling.grammar = response_format_grammar(body, tokenizer)
+    _choices(body, req, rf.BEST_OF.read(body))
     return req
 
 
@@ -66,33 +75,57 @@ def parse_chat(body: Any, tokenizer: ModelTokenizer, limits: ServerLimits) -> Pa
     body = _object(body)
     model = _model(body, limits)
     _reject_unsupported(body)
-    if body.get("tools") or body.get("functions"):
-        raise RequestError("tool and function calling are not supported", param="tools")
     messages = normalize_messages(body.get("messages"))
     _check_messages_size(messages, limits)
     add_generation_prompt = get_bool(body, "add_generation_prompt")
     if tokenizer.chat_template is None:
         raise RequestError("this model has no chat template: use /v1/completions", param="messages")
+    tools = parse_tools(body, tokenizer)
+    messages, template_tools = prompt_messages(messages, tools, tokenizer)
     try:
         prompt_ids = tokenizer.encode_chat(
-            messages, add_generation_prompt=add_generation_prompt is not False
+            messages, add_generation_prompt=add_generation_prompt is not False, tools=template_tools
         )
     except TemplateError as exc:
         raise RequestError(str(exc), param="messages") from exc
     want_logprobs = bool(get_bool(body, "logprobs"))
-    top = get_int(body, rf.TOP_LOGPROBS.name)
-    if top:
-        raise RequestError(
-            "`top_logprobs` > 0 is not supported: only the sampled token's log-probability "
-            "is reported",
-            param="top_logprobs",
-        )
+    top = rf.TOP_LOGPROBS.read(body) or 0
+    if top and not want_logprobs:
+        # Named after the field to fix: `logprobs` is what is missing.
+        raise RequestError("`top_logprobs` needs `logprobs` set to true", param="logprobs")
     # max_completion_tokens replaced max_tokens in the chat API; honour both.
     names = (rf.MAX_COMPLETION_TOKENS, rf.MAX_TOKENS)
     req = common_fields(body, "chat", model, prompt_ids, tokenizer, limits, names)
-    req.logprobs = 0 if want_logprobs else None
+    req.logprobs = top if want_logprobs else None
     req.sampling.logprobs = want_logprobs
+    req.sampling.top_logprobs = top
+    req.tools = tools
+    grammar = response_format_grammar(body, tokenizer)
+    forced = forced_grammar(tools, tokenizer) if tools is not None else None
+    if grammar is not None and forced is not None:
+        raise RequestError(
+            "`response_format` cannot be combined with a `tool_choice` that forces a call",
+            param="response_format",
+        )
+    req.sampling.grammar = forced or grammar
+    _choices(body, req, None)
     return req
+
+
+def _choices(body: dict[str, Any], req: ParsedRequest, best_of: int | None) -> None:
+    """n choices, each a job of its own; best_of (completions) generates more and keeps
+    the n likeliest."""
+    n = rf.N.read(body) or 1
+    best_of = n if best_of is None else best_of
+    if best_of < n:
+        raise RequestError(
+            f"`best_of` ({best_of}) must be at least `n` ({n})", param=rf.BEST_OF.name
+        )
+    if best_of > n and req.stream:
+        raise RequestError("`best_of` > `n` cannot be streamed", param=rf.BEST_OF.name)
+    req.n, req.best_of = n, best_of
+    if best_of > n:
+        req.sampling.logprobs = True  # to rank the candidates; reported only when asked
 
 
 def _object(body: Any) -> dict[str, Any]:
@@ -126,14 +159,6 @@ def _check_messages_size(messages: list[dict[str, Any]], limits: ServerLimits) -
 
 def _reject_unsupported(body: dict[str, Any]) -> None:
     """Fail loudly on options that would otherwise be silently ignored."""
-    for spec in rf.ONE_CHOICE:
-        value = get_int(body, spec.name)
-        if value is not None and value != 1:
-            raise RequestError(
-                f"`{spec.name}` must be 1: this server generates one choice per request "
-                f"(send {value} requests instead)",
-                param=spec.name,
-            )
     for spec in rf.NEUTRAL_ONLY:
         value = get_float(body, spec.name)
         if value is not None and value != spec.low:
@@ -143,9 +168,6 @@ def _reject_unsupported(body: dict[str, Any]) -> None:
             )
     if get_dict(body, "logit_bias"):
         raise RequestError("`logit_bias` is not supported", param="logit_bias")
-    fmt = get_dict(body, "response_format")
-    if fmt is not None and fmt.get("type", "text") != "text":
-        raise RequestError("only the `text` response format is supported", param="response_format")
 
 
 def _completion_prompt(

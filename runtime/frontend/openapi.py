@@ -14,6 +14,7 @@ from aiohttp import web
 from fastserve.runtime.frontend import request_fields as rf
 from fastserve.runtime.frontend.app import MAX_BODY_BYTES, SERVICE_KEY
 from fastserve.runtime.frontend.json_body import MAX_JSON_DEPTH
+from fastserve.runtime.frontend.tool_request import MAX_TOOLS
 
 if TYPE_CHECKING:
     from fastserve.runtime.frontend.service import FrontendService
@@ -79,7 +80,21 @@ def _common_properties(service: FrontendService) -> dict[str, Schema]:
         "response_format": {
             "type": "object",
             "nullable": True,
-            "properties": {"type": {"type": "string", "enum": ["text"]}},
+            "required": ["type"],
+            "properties": {
+                "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
+                "json_schema": {
+                    "type": "object",
+                    "required": ["schema"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "schema": {"type": "object"},
+                        "strict": {"type": "boolean", "nullable": True},
+                    },
+                },
+            },
+            "description": "structured output: the output is forced to match (llguidance); "
+            "an invalid schema is a 400",
         },
         "user": {"type": "string", "nullable": True, "description": "ignored"},
     }
@@ -99,7 +114,12 @@ def _request_schemas(service: FrontendService) -> dict[str, Schema]:
     }
     completion = {
         "prompt": prompt,
-        "echo": {"type": "boolean", "nullable": True},
+        "echo": {
+            "type": "boolean",
+            "nullable": True,
+            "description": "prepend the prompt; with logprobs, its tokens' logprobs too (the "
+            "first null); with max_tokens 0, the prompt only",
+        },
         "suffix": {"type": "string", "nullable": True, "description": "only empty"},
         **_numbers(rf.COMPLETION_NUMBERS, ctx),
         **_common_properties(service),
@@ -119,14 +139,47 @@ def _request_schemas(service: FrontendService) -> dict[str, Schema]:
                 "nullable": True,
             },
             "name": {"type": "string"},
+            "tool_calls": {"type": "array", "items": {"type": "object"}},
+            "tool_call_id": {"type": "string"},
+        },
+    }
+    tool = {
+        "type": "object",
+        "required": ["type", "function"],
+        "properties": {
+            "type": {"type": "string", "enum": ["function"]},
+            "function": _object(
+                {
+                    "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+                    "description": {"type": "string"},
+                    "parameters": {"type": "object", "description": "a JSON schema"},
+                },
+                ["name"],
+            ),
         },
     }
     chat = {
         "messages": {"type": "array", "items": message, "minItems": 1, "maxItems": ctx},
         "add_generation_prompt": {"type": "boolean", "nullable": True},
         "logprobs": {"type": "boolean", "nullable": True},
-        "tools": {"type": "array", "maxItems": 0, "description": "not supported"},
-        "functions": {"type": "array", "maxItems": 0, "description": "not supported"},
+        "tools": {"type": "array", "items": tool, "maxItems": MAX_TOOLS, "nullable": True},
+        "tool_choice": {
+            "oneOf": [
+                {"type": "string", "enum": ["none", "auto", "required"]},
+                {
+                    "type": "object",
+                    "required": ["type", "function"],
+                    "properties": {
+                        "type": {"type": "string", "enum": ["function"]},
+                        "function": _object({"name": {"type": "string"}}, ["name"]),
+                    },
+                },
+            ],
+            "nullable": True,
+            "description": 'default "auto" with tools; "required" or a named function forces '
+            "one call (by grammar)",
+        },
+        "parallel_tool_calls": {"type": "boolean", "nullable": True},
         **_numbers(rf.CHAT_NUMBERS, ctx),
         **_common_properties(service),
     }

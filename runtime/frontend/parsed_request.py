@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastserve.protocol.common import SamplingParams
+
+if TYPE_CHECKING:
+    from fastserve.runtime.frontend.tool_request import ToolSetup
 
 
 @dataclass(frozen=True)
@@ -26,5 +30,9 @@ class ParsedRequest:
     stream: bool = False
     include_usage: bool = False  # stream_options.include_usage: a last chunk with usage
     echo_text: str | None = None  # completions echo=True: the prompt text to prepend
-    logprobs: int | None = None  # None: not asked; else alternatives asked (we report the sampled)
+    logprobs: int | None = None  # None: not asked; else the alternatives asked per token
     priority: int = 0  # request class for the scheduler: lower is served first
+    n: int = 1  # choices returned: sibling jobs with the same prompt
+    best_of: int = 1  # jobs generated; the n of highest cumulative logprob are returned
+    echo_only: bool = False  # completions echo with max_tokens 0: the prompt, nothing generated
+    tools: ToolSetup | None = None  # chat tools in play (None: none, or tool_choice "none")

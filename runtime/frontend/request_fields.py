@@ -27,7 +27,10 @@ MAX_STOP_TOKEN_IDS = 256
 # tokenization of a many-megabyte string.
 MAX_CHARS_PER_TOKEN = 64
 MAX_LOGPROBS = 5  # completions `logprobs`: alternatives asked for (OpenAI's limit)
-MAX_TOP_LOGPROBS = 20  # chat `top_logprobs` (OpenAI's limit); only 0 is served
+MAX_TOP_LOGPROBS = 20  # chat `top_logprobs` (OpenAI's limit)
+# Choices per request: each is a job of its own (prompt blocks shared by the prefix cache),
+# so n multiplies the work one request may queue.
+MAX_CHOICES = 32
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,8 @@ class Number:
 
 MAX_TOKENS = Number(
     "max_tokens", True, 1, None, doc="most tokens to generate; prompt + max_tokens must fit "
-    "the context (default: the server's --default-max-tokens, capped by the room left)",
+    "the context (default: the server's --default-max-tokens, capped by the room left); "
+    "completions with echo also take 0 (the prompt and its logprobs only)",
 )  # fmt: skip
 MAX_COMPLETION_TOKENS = Number(
     "max_completion_tokens", True, 1, None, doc="chat: replaces max_tokens (wins over it)"
@@ -78,16 +82,25 @@ MIN_TOKENS = Number(
     "min_tokens", True, 0, None, doc="EOS and stop ids are masked until this many tokens; "
     "at most max_tokens",
 )  # fmt: skip
-N = Number("n", True, 1, 1, doc="choices per request: only 1 is served")
-BEST_OF = Number("best_of", True, 1, 1, doc="only 1 is served")
+N = Number(
+    "n", True, 1, MAX_CHOICES, doc="choices per request, each sampled on its own (with a "
+    "seed, choice i uses seed + i)",
+)  # fmt: skip
+BEST_OF = Number(
+    "best_of", True, 1, MAX_CHOICES, doc="completions: generate this many (at least n, not "
+    "streamed) and return the n of highest cumulative log-probability",
+)  # fmt: skip
 PRESENCE_PENALTY = Number("presence_penalty", False, 0, 0, doc="not supported: only 0")
 FREQUENCY_PENALTY = Number("frequency_penalty", False, 0, 0, doc="not supported: only 0")
 REPETITION_PENALTY = Number("repetition_penalty", False, 1, 1, doc="not supported: only 1")
 LOGPROBS = Number(
-    "logprobs", True, 0, MAX_LOGPROBS, doc="completions: report each sampled token's "
-    "log-probability (alternatives are not computed)",
+    "logprobs", True, 0, MAX_LOGPROBS, doc="completions: each token's log-probability and "
+    "this many likeliest alternatives; with echo, the prompt's too",
 )  # fmt: skip
-TOP_LOGPROBS = Number("top_logprobs", True, 0, 0, doc="chat: only 0 is served")
+TOP_LOGPROBS = Number(
+    "top_logprobs", True, 0, MAX_TOP_LOGPROBS, doc="chat, with logprobs: the likeliest "
+    "alternatives of each token",
+)  # fmt: skip
 
 # Read with Number.read by both endpoints (the sampling knobs).
 PRIORITY = Number(
@@ -96,7 +109,6 @@ PRIORITY = Number(
 )  # fmt: skip
 SAMPLING_NUMBERS = (TEMPERATURE, TOP_P, TOP_K, SEED, MIN_TOKENS, PRIORITY)
 # Accepted only at one value (low == high): openai_schema rejects others with its reason.
-ONE_CHOICE = (N, BEST_OF)
 NEUTRAL_ONLY = (PRESENCE_PENALTY, FREQUENCY_PENALTY, REPETITION_PENALTY)
 # Per endpoint, for the published schema.
 COMPLETION_NUMBERS = (MAX_TOKENS, *SAMPLING_NUMBERS, LOGPROBS, N, BEST_OF, *NEUTRAL_ONLY)

@@ -67,6 +67,7 @@ class SchedulerCollector(Collector):
             return
         yield from _states(stats)
         yield from _kv(stats)
+        yield from _prefix_cache(stats)
         yield from _counters(stats)
         yield from _histograms(stats)
         yield from _legacy(stats)
@@ -99,6 +100,34 @@ def _kv(s: SchedulerStats) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         _S + "kv_block_bytes", "Bytes of one KV block over every rank (0: unknown).",
         value=s.kv_block_bytes,
+    )  # fmt: skip
+    cached = GaugeMetricFamily(
+        _S + "kv_cached_blocks",
+        "KV blocks holding content-addressed (prefix-cache) KV, held or free, by tier.",
+        labels=["tier"],
+    )
+    cached.add_metric(["device"], s.cached_device_blocks)
+    cached.add_metric(["host"], s.cached_host_blocks)
+    yield cached
+
+
+def _prefix_cache(s: SchedulerStats) -> Iterator[Metric]:
+    queried, hit = s.prefix_cache_queried_tokens, s.prefix_cache_hit_tokens
+    yield CounterMetricFamily(
+        _S + "prefix_cache_queried_tokens", "Tokens of jobs started, looked up in the prefix cache.",
+        value=queried,
+    )  # fmt: skip
+    yield CounterMetricFamily(
+        _S + "prefix_cache_hit_tokens", "Of those, tokens the prefix cache held (not prefilled).",
+        value=hit,
+    )  # fmt: skip
+    yield GaugeMetricFamily(
+        _S + "prefix_cache_hit_rate", "Prefix-cache tokens hit / tokens queried, since start.",
+        value=hit / queried if queried else 0.0,
+    )  # fmt: skip
+    yield CounterMetricFamily(
+        _S + "prefix_cache_evictions", "Cached free device blocks reclaimed for new KV.",
+        value=s.prefix_cache_evictions,
     )  # fmt: skip
 
 

@@ -11,51 +11,32 @@ import asyncio
 import inspect
 import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
 
+from fastserve.protocol.common import SamplingParams
 from fastserve.protocol.to_frontend import OutputBatch
 from fastserve.protocol.to_scheduler import AbortRequest, SubmitRequest
 from fastserve.runtime.frontend.admission import AdmissionControl
 from fastserve.runtime.frontend.errors import RequestError, service_unavailable
 from fastserve.runtime.frontend.events import Event, Failed, Finished
+from fastserve.runtime.frontend.handle import RequestHandle, sibling_sampling
 from fastserve.runtime.frontend.inflight import InflightRequest
 from fastserve.runtime.frontend.metrics import FrontendMetrics
 from fastserve.runtime.frontend.openai_schema import ParsedRequest, ServerLimits, parse_request
 from fastserve.runtime.frontend.options import FrontendOptions
 from fastserve.runtime.frontend.tokenizer import ModelTokenizer
 
+__all__ = ["FrontendService", "RequestHandle"]
+
 Send = Callable[[object], Awaitable[None] | None]
 # Retry-After while the engine restarts: a restart of a small model takes a few seconds.
 ENGINE_RESTART_RETRY_S = 2
 _log = structlog.get_logger(actor="frontend")  # lazy: honours a later structlog.configure
-
-
-class RequestHandle:
-    """A submitted request as its consumer sees it: an id and a stream of events."""
-
-    def __init__(self, service: FrontendService, inflight: InflightRequest) -> None:
-        self._service = service
-        self._inflight = inflight
-        self.request_id = inflight.request_id
-        self.parsed = inflight.parsed
-        self.arrival_wall = inflight.arrival_wall
-        self.done = False  # the terminal event was delivered
-
-    async def __aiter__(self) -> AsyncIterator[Event]:
-        while not self.done:
-            event = await self._inflight.queue.get()
-            self.done = isinstance(event, Finished | Failed)
-            yield event
-
-    async def cancel(self) -> None:
-        """The consumer is gone (client disconnect, abort): stop the request if it runs."""
-        if not self._inflight.ended:
-            await self._service.abort(self.request_id)
 
 
 class FrontendService:
@@ -148,13 +129,23 @@ class FrontendService:
 
     # -- used by the HTTP and websocket handlers ----------------------------------------
 
-    def parse(self, kind: str, body: Any) -> ParsedRequest:
-        """Validate a request body; raise RequestError (counted as rejected) when invalid."""
+    def parse(self, kind: str, body: Any, *, choices: bool = True) -> ParsedRequest:
+        """Validate a request body; raise RequestError (counted as rejected) when invalid.
+        choices=False: the transport streams one choice per request (n must be 1)."""
         try:
             self.check_accepting()
             parsed = parse_request(kind, body, self.tokenizer, self.limits)
+            if not choices and parsed.best_of > 1:
+                raise RequestError(
+                    "`n` and `best_of` > 1 are served over HTTP (/v1/completions, "
+                    "/v1/chat/completions): send one request per choice here",
+                    param="n",
+                )
             self.admission.check_tokens(
-                self.reserved_tokens, _cost(parsed), len(self._requests), self._backlog
+                self.reserved_tokens,
+                _cost(parsed) * parsed.best_of,
+                len(self._requests),
+                self._backlog,
             )
             return parsed
         except RequestError as exc:
@@ -200,9 +191,33 @@ class FrontendService:
         return True
 
     async def submit(self, parsed: ParsedRequest) -> RequestHandle:
-        request_id = f"{self._prefix}{next(self._ids)}"
-        inflight = InflightRequest(request_id, parsed, self.tokenizer)
-        self._requests[request_id] = inflight
+        """Queue a request: one job per choice (best_of of them), each sampling on its own.
+        The scheduler sees siblings as independent jobs with the same prompt."""
+        base = f"{self._prefix}{next(self._ids)}"
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        count = parsed.best_of
+        choices = [
+            InflightRequest(
+                base if count == 1 else f"{base}.{i}",
+                parsed,
+                self.tokenizer,
+                index=i,
+                queue=queue,
+            )
+            for i in range(count)
+        ]
+        for i, inflight in enumerate(choices):
+            try:
+                await self._submit_one(inflight, sibling_sampling(parsed.sampling, i))
+            except Exception:
+                for sent in choices[:i]:
+                    await self.abort(sent.request_id)
+                raise
+        return RequestHandle(self, base, choices)
+
+    async def _submit_one(self, inflight: InflightRequest, sampling: SamplingParams) -> None:
+        parsed = inflight.parsed
+        self._requests[inflight.request_id] = inflight
         self.reserved_tokens += _cost(parsed)
         self._idle.clear()
         self.metrics.count_received(len(parsed.prompt_ids))
@@ -212,9 +227,14 @@ class FrontendService:
             prompt_tokens=len(parsed.prompt_ids),
             max_tokens=parsed.sampling.max_tokens,
             stream=parsed.stream,
+            choice=inflight.index,
         )
         msg = SubmitRequest(
-            request_id, parsed.prompt_ids, parsed.sampling, inflight.arrival_wall, parsed.priority
+            inflight.request_id,
+            parsed.prompt_ids,
+            sampling,
+            inflight.arrival_wall,
+            parsed.priority,
         )
         try:
             await self._send(msg)
@@ -223,7 +243,6 @@ class FrontendService:
             inflight.ended = True
             inflight.log.exception("request.submit_failed")
             raise
-        return RequestHandle(self, inflight)
 
     async def abort(self, request_id: str, reason: str = "abort") -> None:
         """End a request here and tell the scheduler to stop it (client gone or abort)."""
@@ -299,5 +318,5 @@ class FrontendService:
 
 
 def _cost(parsed: ParsedRequest) -> int:
-    """What a request may cost at most, in tokens: what the token bound counts."""
+    """What one job of a request may cost at most, in tokens: what the token bound counts."""
     return len(parsed.prompt_ids) + parsed.sampling.max_tokens

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenizers import Tokenizer
+
+if TYPE_CHECKING:
+    import llguidance
 
 from fastserve.runtime.frontend.chat_template import ChatTemplate, pick_template_source
 
@@ -48,6 +51,7 @@ class ModelInfo:
 
     max_model_len: int | None  # config.json max_position_embeddings
     eos_token_ids: tuple[int, ...]  # every id that ends generation (config, generation config)
+    model_type: str | None = None  # config.json model_type: the family (tool call format)
 
 
 class ModelTokenizer:
@@ -60,12 +64,34 @@ class ModelTokenizer:
         chat_template: ChatTemplate | None = None,
         eos_token_ids: tuple[int, ...] = (),
         max_model_len: int | None = None,
+        model_type: str | None = None,
     ) -> None:
         self._tok = tokenizer
         self.chat_template = chat_template
         self.eos_token_ids = eos_token_ids
         self.max_model_len = max_model_len
+        self.model_type = model_type
         self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        self._guidance: llguidance.LLTokenizer | None = None
+
+    @property
+    def chat_template_source(self) -> str | None:
+        return None if self.chat_template is None else self.chat_template.source
+
+    @property
+    def template_shows_tools(self) -> bool:
+        return self.chat_template is not None and self.chat_template.shows_tools
+
+    def guidance_tokenizer(self) -> llguidance.LLTokenizer:
+        """The tokenizer as llguidance sees it, to validate grammars (built at first use:
+        about a quarter of a second for a 50k vocabulary)."""
+        if self._guidance is None:
+            import llguidance
+
+            self._guidance = llguidance.LLTokenizer(
+                self._tok.to_str(), eos_token=list(self.eos_token_ids) or None
+            )
+        return self._guidance
 
     @classmethod
     def from_dir(cls, model_dir: str | Path) -> ModelTokenizer:
@@ -91,6 +117,7 @@ class ModelTokenizer:
             chat_template=template,
             eos_token_ids=tuple(eos_ids),
             max_model_len=info.max_model_len,
+            model_type=info.model_type,
         )
 
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
@@ -104,16 +131,26 @@ class ModelTokenizer:
         return self._tok.decode([token_id], skip_special_tokens=False)
 
     def render_chat(
-        self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
     ) -> str:
         if self.chat_template is None:
             raise ValueError("this model has no chat template")
-        return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt)
+        return self.chat_template.render(
+            messages, add_generation_prompt=add_generation_prompt, tools=tools
+        )
 
     def encode_chat(
-        self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
     ) -> list[int]:
-        text = self.render_chat(messages, add_generation_prompt=add_generation_prompt)
+        text = self.render_chat(messages, add_generation_prompt=add_generation_prompt, tools=tools)
         # The template writes BOS itself when the model wants one: add no special tokens twice.
         return self.encode(text, add_special_tokens=False)
 
@@ -127,4 +164,7 @@ def read_model_info(model_dir: str | Path) -> ModelInfo:
         eos.extend(i for i in _as_id_list(value) if i not in eos)
     ctx = cfg.get("max_position_embeddings")
     ctx = ctx if isinstance(ctx, int) and not isinstance(ctx, bool) and ctx > 0 else None
-    return ModelInfo(max_model_len=ctx, eos_token_ids=tuple(eos))
+    kind = cfg.get("model_type")
+    return ModelInfo(
+        max_model_len=ctx, eos_token_ids=tuple(eos), model_type=kind if isinstance(kind, str) else None
+    )

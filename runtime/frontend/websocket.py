@@ -121,7 +121,9 @@ class WebSocketSession:
             )
             return
         try:
-            parsed = self._service.parse(kind if isinstance(kind, str) else "", msg.get("body"))
+            parsed = self._service.parse(
+                kind if isinstance(kind, str) else "", msg.get("body"), choices=False
+            )
             handle = await self._service.submit(parsed)
         except RequestError as exc:
             await self.send_error(cid, exc)

@@ -163,7 +163,7 @@ class ZmqClientEndpoint:
             if key in self._handles:
                 raise RequestError(f"request `{msg.request_id}` is already running", param="id")
             body = _json_body(self._service, msg.body)
-            handle = await self._service.submit(self._service.parse(msg.kind, body))
+            handle = await self._service.submit(self._service.parse(msg.kind, body, choices=False))
         except RequestError as exc:
             await self._send_quietly(
                 identity, ClientError(msg.request_id, exc.status, exc.message, exc.err_type)

@@ -15,14 +15,16 @@ from typing import Protocol
 
 import torch
 
-from fastserve.protocol.common import BlockCopy, SamplingParams
+from fastserve.protocol.common import BlockCopy, SamplingParams, TokenLogprobs
 from fastserve.runtime.kv.pools import DeviceKVPool, HostKVPool
 from fastserve.runtime.kv.spec import KVCacheSpec
 from fastserve.runtime.kv.swapper import BlockSwapper, SwapHandle
 from fastserve.runtime.model.attention import SeqInput, build_metadata
 from fastserve.runtime.model.config import ModelConfig
+from fastserve.runtime.model.grammar import GrammarBook
 from fastserve.runtime.model.llama import LlamaModel
 from fastserve.runtime.model.parallel import PPStage, TPGroup
+from fastserve.runtime.model.prompt_logprobs import PromptLogprobs
 from fastserve.runtime.model.sampling import Sampler, SampleRequest
 
 _DTYPES = {
@@ -80,6 +82,13 @@ class SampledToken:
     request_id: str
     token_id: int
     logprob: float  # log-probability of token_id under the (temperature-scaled) distribution
+    top_ids: list[int] = field(default_factory=list)  # sampling.top_logprobs likeliest ids
+    top_logprobs: list[float] = field(default_factory=list)  # their log-probabilities
+    prompt: TokenLogprobs | None = None  # with sampling.prompt_logprobs, on the first token
+
+
+# A forward's extra logit rows for prompt log-probabilities: (entry, chunk offsets, logits).
+PromptRows = list[tuple["EntryLike", list[int], torch.Tensor]]
 
 
 class ModelRunner:
@@ -117,7 +126,11 @@ class ModelRunner:
         self.host_pool = HostKVPool(self.kv_spec, num_host_blocks)
         self.swapper = BlockSwapper(self.device_pool, self.host_pool)
         self.swap_wait_s = 0.0  # total seconds forwards waited for uploads into their blocks
-        self.sampler = Sampler(self.config.eos_token_ids, self.device, seed)
+        grammar = GrammarBook(
+            self.model_dir / "tokenizer.json", self.vocab_size, self.config.eos_token_ids
+        )
+        self.sampler = Sampler(self.config.eos_token_ids, self.device, seed, grammar)
+        self.prompt_logprobs = PromptLogprobs()
         self._kv_layers = [
             (self.device_pool.key_blocks(i), self.device_pool.value_blocks(i))
             for i in range(num_layers)
@@ -143,21 +156,22 @@ class ModelRunner:
     def execute(self, entries: Sequence[EntryLike]) -> list[SampledToken]:
         """Run one batch; return a token for each entry with sample=True, in entry order
         (nothing on a pipeline stage before the last: it only passes activations on)."""
-        logits, sampled = self._forward(entries)
-        return self._sample(logits, sampled)
+        logits, sampled, prompt_rows = self._run(entries)
+        return self._sample(logits, sampled, prompt_rows)
 
     def execute_with_logprobs(
         self, entries: Sequence[EntryLike]
     ) -> tuple[list[SampledToken], torch.Tensor]:
         """Like execute, plus the full log-softmax of the raw last-position logits
         ([n_sampled, vocab] float32 on the CPU), e.g. for near-tie checks in tests."""
-        logits, sampled = self._forward(entries)
+        logits, sampled, prompt_rows = self._run(entries)
         full = torch.log_softmax(logits, dim=-1).cpu()
-        return self._sample(logits, sampled), full
+        return self._sample(logits, sampled, prompt_rows), full
 
     def release(self, request_id: str) -> None:
         """Drop what the runner keeps for a finished or aborted request."""
         self.sampler.release(request_id)
+        self.prompt_logprobs.release(request_id)
 
     def swap_out(self, copy: BlockCopy) -> SwapHandle:
         """Start offloading a job's device blocks to host blocks."""
@@ -171,20 +185,35 @@ class ModelRunner:
         self.pp.wait_sends()
         self.swapper.close()
 
-    @torch.inference_mode()
     def _forward(self, entries: Sequence[EntryLike]) -> tuple[torch.Tensor, list[EntryLike]]:
+        """The batch's forward: logits of the sampled entries, in caller order."""
+        logits, sampled, _ = self._run(entries)
+        return logits, sampled
+
+    @torch.inference_mode()
+    def _run(
+        self, entries: Sequence[EntryLike]
+    ) -> tuple[torch.Tensor, list[EntryLike], PromptRows]:
+        """_forward, plus the logits of the prompt positions of the jobs that asked for
+        prompt log-probabilities (only theirs: other jobs' rows never reach the head)."""
         if not entries:
-            return torch.empty((0, self.vocab_size)), []
+            return torch.empty((0, self.vocab_size)), [], []
         # Single-token jobs first: attention runs them together (see attention.py).
         order = sorted(range(len(entries)), key=lambda i: len(entries[i].token_ids) != 1)
         ordered = [entries[i] for i in order]
         ids: list[int] = []
         rows: list[int] = []
+        extra_rows: list[int] = []
+        asked: list[tuple[EntryLike, list[int]]] = []
         for e in ordered:
             if not e.token_ids:
                 raise ValueError(f"{e.request_id}: batch entry with no tokens")
             if e.start_pos + len(e.token_ids) > self.max_model_len:
                 raise ValueError(f"{e.request_id}: exceeds max_model_len {self.max_model_len}")
+            if PromptLogprobs.asked(e):
+                offsets = self.prompt_logprobs.rows(e)
+                asked.append((e, offsets))
+                extra_rows += [len(ids) + o for o in offsets]
             ids.extend(e.token_ids)
             if e.sample:
                 rows.append(len(ids) - 1)
@@ -199,10 +228,16 @@ class ModelRunner:
             self.swapper.fence_uploads({b for e in ordered for b in e.block_table})
             self.swap_wait_s += time.perf_counter() - fence_start
         input_ids = torch.tensor(ids, dtype=torch.long).to(self.device, non_blocking=True)
-        row_t = torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
+        row_t = torch.tensor(rows + extra_rows, dtype=torch.long).to(self.device, non_blocking=True)
         logits = self.model.forward(input_ids, meta, self._kv_layers, row_t)
         if logits is None:  # an earlier pipeline stage: the activations went on
-            return torch.empty((0, self.vocab_size)), []
+            return torch.empty((0, self.vocab_size)), [], []
+        prompt_rows: PromptRows = []
+        at = len(rows)
+        for e, offsets in asked:
+            prompt_rows.append((e, offsets, logits[at : at + len(offsets)]))
+            at += len(offsets)
+        logits = logits[: len(rows)]
         # Report in the caller's order, not the attention order.
         sampled_order = [i for i in order if entries[i].sample]  # caller index per logit row
         sampled = [e for e in entries if e.sample]
@@ -210,15 +245,26 @@ class ModelRunner:
             row_of = {caller: row for row, caller in enumerate(sampled_order)}
             perm = [row_of[i] for i in sorted(sampled_order)]
             logits = logits.index_select(0, torch.tensor(perm, device=logits.device))
-        return logits, sampled
+        return logits, sampled, prompt_rows
 
     @torch.inference_mode()
-    def _sample(self, logits: torch.Tensor, sampled: list[EntryLike]) -> list[SampledToken]:
+    def _sample(
+        self, logits: torch.Tensor, sampled: list[EntryLike], prompt_rows: PromptRows | None = None
+    ) -> list[SampledToken]:
+        for e, offsets, rows in prompt_rows or []:
+            self.prompt_logprobs.add(e, offsets, rows)
         if not sampled:
             return []
         requests = [SampleRequest(e.request_id, e.sampling, e.num_generated) for e in sampled]
-        tokens, logprobs = self.sampler.sample(logits, requests, inplace=True)
-        return [
-            SampledToken(e.request_id, t, lp)
-            for e, t, lp in zip(sampled, tokens.tolist(), logprobs.tolist(), strict=True)
-        ]
+        out = self.sampler.run(logits, requests, inplace=True)
+        tokens = [
+            SampledToken(e.request_id, t, lp, top, top_lp)
+            for e, t, lp, top, top_lp in zip(
+                sampled, out.tokens.tolist(), out.logprobs.tolist(), out.top_ids,
+                out.top_logprobs, strict=True,
+            )
+        ]  # fmt: skip
+        for e, token in zip(sampled, tokens, strict=True):
+            if PromptLogprobs.asked(e):
+                token.prompt = self.prompt_logprobs.take(e.request_id)
+        return tokens

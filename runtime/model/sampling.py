@@ -1,8 +1,10 @@
-"""Batched token sampling: greedy, temperature, top-k, top-p, per-request seeds, min_tokens.
+"""Batched token sampling: greedy, temperature, top-k, top-p, per-request seeds, min_tokens,
+grammar masks, and the log-probabilities of the chosen token and its likeliest alternatives.
 
 Sampling uses the exponential race (argmax of p / E with E ~ Exp(1) is a draw from p).
 A seeded request draws its noise over the whole vocabulary from its own generator, so its
-tokens do not depend on which other requests share the batch.
+tokens do not depend on which other requests share the batch. Grammar masks and top-k
+log-probabilities touch only the rows that asked for them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from fastserve.protocol.common import SamplingParams
+from fastserve.runtime.model.grammar import GrammarBook
 
 
 @dataclass
@@ -24,34 +27,69 @@ class SampleRequest:
     num_generated: int = 0  # tokens generated so far (for min_tokens)
 
 
-class Sampler:
-    """Samples one token per row; keeps one torch.Generator per seeded request."""
+@dataclass
+class SampleOutput:
+    """One sampled token per row, its log-probability and, for the rows that asked
+    (params.top_logprobs > 0), the likeliest tokens of the same distribution."""
 
-    def __init__(self, eos_token_ids: Sequence[int], device: torch.device, seed: int = 0):
+    tokens: torch.Tensor  # [B] token ids
+    logprobs: torch.Tensor  # [B] log-probability of each chosen token
+    top_ids: list[list[int]]  # per row: its top_logprobs likeliest ids (empty when 0)
+    top_logprobs: list[list[float]]  # their log-probabilities
+
+
+class Sampler:
+    """Samples one token per row; keeps one torch.Generator per seeded request and, through
+    its GrammarBook, one matcher per constrained request."""
+
+    def __init__(
+        self,
+        eos_token_ids: Sequence[int],
+        device: torch.device,
+        seed: int = 0,
+        grammar: GrammarBook | None = None,
+    ):
         self.eos_token_ids = list(eos_token_ids)
         self.device = torch.device(device)
         self.generator = torch.Generator(self.device)
         self.generator.manual_seed(seed)
+        self.grammar = grammar
         self._request_generators: dict[str, torch.Generator] = {}
 
     def release(self, request_id: str) -> None:
-        """Forget a finished request's generator."""
+        """Forget a finished request's generator and matcher."""
         self._request_generators.pop(request_id, None)
+        if self.grammar is not None:
+            self.grammar.release(request_id)
 
     def sample(
         self, logits: torch.Tensor, requests: Sequence[SampleRequest], inplace: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """logits [B, V] float32 -> (token ids [B], log-probabilities [B]).
+        """logits [B, V] float32 -> (token ids [B], log-probabilities [B]); see `run`."""
+        out = self.run(logits, requests, inplace)
+        return out.tokens, out.logprobs
 
-        The log-probability is the log-softmax of the temperature-scaled logits (after the
-        min_tokens mask, before top-k/top-p), at the chosen token. With inplace=True the
-        masks and temperature are applied to `logits` itself (saves a copy per step).
+    def run(
+        self, logits: torch.Tensor, requests: Sequence[SampleRequest], inplace: bool = False
+    ) -> SampleOutput:
+        """Sample one token per row of logits [B, V] float32.
+
+        Log-probabilities are the log-softmax of the temperature-scaled logits after the
+        min_tokens and grammar masks, before top-k/top-p: the distribution the token was
+        drawn from, before truncation. With inplace=True the masks and temperature are
+        applied to `logits` itself (saves a copy per step).
         """
         if logits.shape[0] != len(requests):
             raise ValueError(f"{logits.shape[0]} logit rows for {len(requests)} requests")
         if not inplace:
             logits = logits.clone()
         self._mask_min_tokens_(logits, requests)
+        guided = [i for i, r in enumerate(requests) if r.params.grammar is not None]
+        if guided:
+            if self.grammar is None:
+                raise ValueError("a request has a grammar but this sampler has no GrammarBook")
+            pairs = [(requests[i].request_id, str(requests[i].params.grammar)) for i in guided]
+            self.grammar.mask_(logits, guided, pairs)
         temps = [r.params.temperature for r in requests]
         if any(t > 0.0 and t != 1.0 for t in temps):
             inv = torch.tensor([1.0 / t if t > 0.0 else 1.0 for t in temps])
@@ -68,13 +106,41 @@ class Sampler:
             noise = self._noise(sub, [requests[i] for i in random_rows])
             tokens[rows] = (sub.exp() / noise).argmax(dim=-1)
         chosen = logits.gather(1, tokens.unsqueeze(1)).squeeze(1) - lse
-        return tokens, chosen
+        top_ids, top_lps = self._top_logprobs(logits, lse, requests)
+        if guided:
+            assert self.grammar is not None
+            ids = tokens.tolist()
+            for i in guided:
+                self.grammar.advance(requests[i].request_id, ids[i])
+        return SampleOutput(tokens, chosen, top_ids, top_lps)
+
+    @staticmethod
+    def _top_logprobs(
+        logits: torch.Tensor, lse: torch.Tensor, requests: Sequence[SampleRequest]
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        """The k likeliest tokens of the rows that asked for them; [] for the others (no
+        log_softmax over the vocabulary for them)."""
+        asked = [i for i, r in enumerate(requests) if r.params.logprobs and r.params.top_logprobs]
+        ids: list[list[int]] = [[] for _ in requests]
+        lps: list[list[float]] = [[] for _ in requests]
+        if not asked:
+            return ids, lps
+        rows = torch.tensor(asked, device=logits.device)
+        width = min(max(requests[i].params.top_logprobs for i in asked), logits.shape[1])
+        vals, idx = logits.index_select(0, rows).topk(width, dim=-1)
+        vals = vals - lse.index_select(0, rows).unsqueeze(1)
+        for i, v, t in zip(asked, vals.tolist(), idx.tolist(), strict=True):
+            k = requests[i].params.top_logprobs
+            ids[i], lps[i] = t[:k], v[:k]
+        return ids, lps
 
     def _mask_min_tokens_(self, logits: torch.Tensor, requests: Sequence[SampleRequest]) -> None:
         rows: list[int] = []
         cols: list[int] = []
         for i, r in enumerate(requests):
-            if r.num_generated < r.params.min_tokens:
+            # A grammar decides alone when a constrained output may end: masking EOS once
+            # the grammar allows nothing else would leave no token at all.
+            if r.num_generated < r.params.min_tokens and r.params.grammar is None:
                 banned = set(self.eos_token_ids) | set(r.params.stop_token_ids)
                 cols.extend(banned)
                 rows.extend([i] * len(banned))

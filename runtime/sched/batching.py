@@ -1,4 +1,5 @@
-"""Pick one iteration's batch from a policy's priority order. Pure: reads jobs, mutates nothing.
+"""Pick one iteration's batch from a policy's priority order. Pure: reads jobs, mutates nothing
+(the `prefix` callback notes its look-up on the job, see prefix_cache.py).
 
 The one batch builder: `SchedulerCore` (the server) and the simulator both call it, so a
 simulated tick and a real tick pick the same jobs. Rules, in priority order:
@@ -26,8 +27,12 @@ simulated tick and a real tick pick the same jobs. Rules, in priority order:
   it already started, and memory, swaps and every job's finish time grow together.
 - Stop at `max_jobs` entries or when the token budget is spent. Jobs skipped for tokens or
   blocks do not stop the walk: a lower-priority job that fits still runs (work conserving).
+- Prefix caching: with `prefix`, a job with nothing computed is looked up (prefix_cache.py)
+  and starts past the cached tokens: only the rest is fed and allocated for; cached blocks
+  nobody holds leave the free count when taken, so they count against the blocks left.
 - `include_offloaded=True` treats host-resident jobs as runnable, needing all their blocks
-  again: the batch the policy *wants*, which a cache manager uses to plan uploads/evictions.
+  again (but those shared ones that stayed on the device): the batch the policy *wants*,
+  which a cache manager uses to plan uploads/evictions.
 
 `free_blocks` is what the caller lets this iteration allocate (free device blocks, minus any
 reserve the caller keeps for uploads or a watermark).
@@ -35,7 +40,7 @@ reserve the caller keeps for uploads or a watermark).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from fastserve.runtime.kv.allocator import blocks_for_tokens
@@ -50,11 +55,19 @@ class BatchEntry:
     num_new_tokens: int  # tokens fed this iteration (prefill chunk, or 1 for a decode)
     is_prefill: bool  # feeds prompt tokens (service = prefill cost) rather than one decode
     new_blocks: int  # device blocks to allocate for it before the iteration runs
+    cached_tokens: int = 0  # a starting job's tokens found in the prefix cache (not fed)
 
     @property
     def samples(self) -> bool:
-        """True if this iteration ends with a new sampled token for the job."""
-        return self.job.num_computed + self.num_new_tokens >= self.job.num_tokens
+        """True if this iteration ends with a new sampled token for the job (before or
+        after the cached tokens were attached: num_computed is 0 or cached_tokens then)."""
+        start = max(self.job.num_computed, self.cached_tokens)
+        return start + self.num_new_tokens >= self.job.num_tokens
+
+
+# A job with nothing computed -> (its tokens in the prefix cache, how many of their blocks
+# are cached free: taking those lowers the free count).
+PrefixLookup = Callable[[Job], tuple[int, int]]
 
 
 def is_prefilling(job: Job) -> bool:
@@ -78,6 +91,7 @@ def pick_batch(
     min_chunk_tokens: int = 1,
     include_offloaded: bool = False,
     max_started: int | None = None,
+    prefix: PrefixLookup | None = None,
 ) -> list[BatchEntry]:
     """The entries of the next iteration, in priority order (see the module doc)."""
     entries: list[BatchEntry] = []
@@ -92,11 +106,16 @@ def pick_batch(
         if location is KVLocation.DEVICE or location is KVLocation.NONE:
             held = device_blocks_held(job)
         elif include_offloaded and location is KVLocation.HOST:
-            held = 0  # all of its blocks must come back
+            held = job.num_kept_blocks  # the rest of its blocks must come back
         else:
             continue
+        cached = cost = 0
+        if prefix is not None and location is KVLocation.NONE and job.num_computed == 0:
+            cached, cost = prefix(job)
+            held = cached // block_size  # the cached blocks it will hold
+        computed = job.num_computed + cached
         prefill = is_prefilling(job)
-        remaining = job.num_uncomputed
+        remaining = job.num_tokens - computed
         if not prefill:
             n = 1
         elif remaining <= tokens_left:
@@ -105,17 +124,17 @@ def pick_batch(
             n = tokens_left
         else:
             continue
-        need = max(0, blocks_for_tokens(job.num_computed + n, block_size) - held)
+        need = max(0, blocks_for_tokens(computed + n, block_size) - held)
         admit = blocks_for_tokens(job.num_tokens + 1, block_size) - held if not job.started else 0
-        if max(need, admit) > blocks_left:
+        if max(need, admit) + cost > blocks_left:
             continue
         if not job.started:
             if max_started is not None and started >= max_started:
                 continue
             started += 1
-        entries.append(BatchEntry(job, n, prefill, need))
+        entries.append(BatchEntry(job, n, prefill, need, cached))
         tokens_left -= n
-        blocks_left -= need
+        blocks_left -= need + cost
         if len(entries) >= max_jobs or tokens_left <= 0:
             break
     return entries

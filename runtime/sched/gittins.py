@@ -10,9 +10,10 @@ only the output length is unknown, and its distribution is learned online.
 - Work: a job's service is its prefill (known, priced by the cost model) plus its decode
   tokens (unknown). The unit is one job's share of a decode step at the largest batch seen
   (or `unit_batch`): a prefill stalls the whole batch, so it is counted in the batch's
-  token slots. Before its first token a job's index charges its remaining prefill
-  (gittins_table's tangent), so a short prompt with an unknown output is not queued behind
-  long prefills, and a long prefill does not start ahead of many short jobs.
+  token slots. Before its first token a job's index charges its remaining prefill, less
+  what the prefix cache holds (gittins_table's tangent), so a short prompt with an unknown
+  output is not queued behind long prefills, and a long prefill does not start ahead of
+  many short jobs.
 - Learning (length_dist): a sliding window of ended requests per class; capped, aborted
   and in-flight requests are censored observations (Kaplan-Meier). The tables are rebuilt
   every `rebuild_every` ended requests or `rebuild_interval` seconds (if any ended), and
@@ -220,7 +221,7 @@ class GittinsPolicy(SchedulingPolicy):
         """The job's remaining prefill in decode-step units (see the module doc)."""
         if self.cost_model is None:
             return 1.0
-        left = max(0, len(job.prompt_ids) - job.num_computed)
+        left = job.prefill_left  # a cached prefix is not prefilled again
         batch = self.unit_batch or self._max_batch
         unit = self.cost_model.estimate_decode(batch) / batch
         return self.cost_model.estimate_prefill(left) / unit if unit > 0 else 1.0
@@ -228,8 +229,9 @@ class GittinsPolicy(SchedulingPolicy):
     def _cached_index(self, entry: _Entry) -> float:
         job = entry.job
         tokens = len(job.output_ids)
-        # The index changes only with tokens, prefill progress, the unit or a rebuild.
-        key = (self.model.version, tokens, job.num_computed if tokens == 0 else 0, self._max_batch)
+        # The index changes only with tokens, prefill left (progress or a cache hit), the
+        # unit or a rebuild.
+        key = (self.model.version, tokens, job.prefill_left if tokens == 0 else 0, self._max_batch)
         if key != entry.key:
             entry.index = self.index(job)
             entry.level = self.model.level(entry.index)

@@ -31,6 +31,13 @@ class Job:
     output_ids: list[int] = field(default_factory=list)  # generated token ids
     num_computed: int = 0  # tokens whose KV is cached (prompt and output)
     block_ids: list[int] = field(default_factory=list)  # block table in the pool of `location`
+    # While offloaded, the leading entries shared with other jobs stay on the device (see
+    # swap_book.py): block_ids[:num_kept_blocks] are device ids, the rest host ids.
+    num_kept_blocks: int = 0
+    # Prefix caching (runtime/sched/prefix_cache.py).
+    block_hashes: list[bytes] = field(default_factory=list)  # content hashes of its full blocks
+    num_registered: int = 0  # leading block_ids the device pool's cache index points to
+    cached_tokens: int = 0  # its tokens the cache held at the latest look-up before it started
     location: KVLocation = KVLocation.NONE  # where the KV lives
     workers_know: bool = False  # NewJob already sent to the workers
     blocks_told: int = 0  # leading entries of block_ids the workers already have
@@ -58,6 +65,11 @@ class Job:
     def num_uncomputed(self) -> int:
         """Tokens the next step must feed: the rest of the prompt, or the last sampled token."""
         return self.num_tokens - self.num_computed
+
+    @property
+    def prefill_left(self) -> int:
+        """Prompt tokens still to prefill: what the cache does not hold, before it starts."""
+        return max(0, len(self.prompt_ids) - max(self.num_computed, self.cached_tokens))
 
     @property
     def in_prefill(self) -> bool:

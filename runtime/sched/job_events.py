@@ -50,7 +50,8 @@ class JobEvents:
                 if rid not in self._admitted:
                     self._admitted.add(rid)
                     self._emit("info", "job_admitted", job, tick, entry_level=self._entry[rid],
-                               waited_s=round(now - job.arrival, 6), tokens=fed[rid])
+                               waited_s=round(now - job.arrival, 6), tokens=fed[rid],
+                               cached=job.cached_tokens)  # fmt: skip
                 elif rid in self._preempted:
                     self._preempted.discard(rid)
                     self._emit("info", "job_resumed", job, tick, location=job.location.value)

@@ -114,10 +114,11 @@ class SkipJoinMLFQ(SchedulingPolicy):
     # -- interface ------------------------------------------------------------------------
 
     def entry_level(self, job: Job) -> int:
-        """Skip-join: the highest queue whose quantum covers the job's prefill estimate."""
+        """Skip-join: the highest queue whose quantum covers the job's prefill estimate (of
+        the prompt the prefix cache does not hold: a cached prompt is a short job)."""
         if not self.skip_join or self.cost_model is None:
             return 0
-        prefill = self.cost_model.estimate_prefill(len(job.prompt_ids))
+        prefill = self.cost_model.estimate_prefill(job.prefill_left)
         for level, quantum in enumerate(self.quanta):
             if quantum >= prefill:
                 return level

@@ -78,7 +78,7 @@ class TotalWorkOracle(_SortedOracle):
         return self.cost_model.estimate_decode(batch) / batch
 
     def remaining(self, job: Job) -> float:
-        prefill_left = max(0, len(job.prompt_ids) - job.num_computed)
+        prefill_left = job.prefill_left
         tokens_left = job.true_output_len - len(job.output_ids)  # type: ignore[operator]
         return self.cost_model.estimate_prefill(prefill_left) + tokens_left * self._unit
 

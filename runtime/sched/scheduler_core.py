@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastserve.protocol.common import BlockCopy
-from fastserve.protocol.to_cache_manager import CacheSnapshot, JobCacheState
+from fastserve.protocol.to_cache_manager import CacheSnapshot
 from fastserve.protocol.to_frontend import RequestOutput
 from fastserve.protocol.to_scheduler import (
     StepFailed,
@@ -27,6 +27,7 @@ from fastserve.runtime.sched.batching import pick_batch
 from fastserve.runtime.sched.job import Job, KVLocation
 from fastserve.runtime.sched.job_events import JobEvents
 from fastserve.runtime.sched.policy import SchedulingPolicy
+from fastserve.runtime.sched.prefix_cache import PrefixCache
 from fastserve.runtime.sched.swap_book import SwapBook
 
 # (num_new_tokens, is_prefill) per job of a batch -> relative cost of each job's share.
@@ -61,6 +62,7 @@ class SchedulerCore:
         eos_token_ids: tuple[int, ...],
         num_swap_ackers: int = 1,
         service_shares: ServiceShares = default_service_shares,
+        prefix_caching: bool = True,
     ) -> None:
         self.policy = policy
         self.limits = limits
@@ -71,6 +73,7 @@ class SchedulerCore:
         self.jobs: dict[str, Job] = {}
         self.tick = 0
         self.swaps = SwapBook(self, num_swap_ackers)
+        self.prefix = PrefixCache(device_pool, limits.block_size, prefix_caching)
         self._batches: dict[int, list[tuple[Job, int]]] = {}  # tick -> (job, tokens fed)
         self._released: list[str] = []  # jobs the workers must forget, sent with the next tick
         self.finished_preemptions = 0  # preemptions of jobs that have since ended
@@ -104,6 +107,7 @@ class SchedulerCore:
             # so max_tokens is the true length there (and an upper bound elsewhere).
             true_output_len=req.sampling.max_tokens,
         )
+        job.cached_tokens = self.prefix.peek(job)  # the policy prices the prefill left
         try:
             self.policy.add(job, now)
         except ValueError as exc:
@@ -190,7 +194,9 @@ class SchedulerCore:
             free_blocks=self.device.num_free,
             block_size=lim.block_size,
             max_started=lim.max_started_jobs,
+            prefix=self.prefix.lookup if self.prefix.enabled else None,
         )
+        self.prefix.attach(entries)  # before allocating: no eviction of a promised block
         batch: list[tuple[Job, int]] = []
         for entry in entries:
             job = entry.job
@@ -202,7 +208,9 @@ class SchedulerCore:
 
     def _to_scheduled(self, job: Job, n: int, plan: TickPlan) -> ScheduledJob:
         if not job.workers_know:
-            plan.new_jobs.append(NewJob(job.request_id, job.prompt_ids, job.sampling))
+            plan.new_jobs.append(
+                NewJob(job.request_id, job.prompt_ids, job.sampling, job.num_computed)
+            )
             job.workers_know = True
         # Workers hold the prompt plus every token we told them; send the new ones.
         sched = ScheduledJob(
@@ -231,6 +239,7 @@ class SchedulerCore:
         for job, n in batch:
             job.in_flight = False
             job.num_computed += n
+            self.prefix.register(job)
             token = sampled.get(job.request_id)
             if job.pending_finish is not None:
                 outputs.append(self.finish(job, job.pending_finish))
@@ -247,6 +256,9 @@ class SchedulerCore:
                 [token.token_id],
                 [token.logprob] if job.sampling.logprobs else [],
                 num_prompt_tokens=len(job.prompt_ids),
+                top_ids=[token.top_ids] if job.sampling.top_logprobs else [],
+                top_logprobs=[token.top_logprobs] if job.sampling.top_logprobs else [],
+                prompt_logprobs=token.prompt,
             )
             if reason is not None:
                 self.finish(job, reason)
@@ -282,8 +294,9 @@ class SchedulerCore:
         """Free everything the job holds; tell the workers with the next tick."""
         if job.location in (KVLocation.DEVICE, KVLocation.NONE):
             self.device.free(job.block_ids)
-        elif job.location is KVLocation.HOST:
-            self.host.free(job.block_ids)
+        elif job.location is KVLocation.HOST:  # shared leading blocks stayed on the device
+            self.device.free(job.block_ids[: job.num_kept_blocks])
+            self.host.free(job.block_ids[job.num_kept_blocks :])
         job.block_ids = []
         job.location = KVLocation.NONE
         self.jobs.pop(job.request_id, None)
@@ -302,31 +315,7 @@ class SchedulerCore:
     # ---- cache manager view --------------------------------------------------------------
 
     def snapshot(self, now: float) -> CacheSnapshot:
-        order = self.priority_order(now)
-        states = []
-        for rank, job in enumerate(order):
-            need = blocks_for_tokens(job.num_tokens + 1, self.limits.block_size)
-            if job.location in (KVLocation.DEVICE, KVLocation.TO_DEVICE):
-                need -= len(job.block_ids)
-            states.append(
-                JobCacheState(
-                    job.request_id,
-                    rank,
-                    job.location.value,
-                    len(job.block_ids),
-                    max(need, 0),
-                    job.in_flight,
-                )
-            )
-        return CacheSnapshot(
-            tick=self.tick,
-            free_device_blocks=self.device.num_free,
-            total_device_blocks=self.device.num_blocks,
-            free_host_blocks=self.host.num_free,
-            total_host_blocks=self.host.num_blocks,
-            max_batch_jobs=self.limits.max_batch_jobs,
-            jobs=states,
-        )
+        return self.swaps.snapshot(self.tick, self.priority_order(now))
 
 
 def _error(request_id: str, message: str) -> RequestOutput:

@@ -3,6 +3,14 @@
 The cache manager proposes moves; the book checks each against the current state (a job
 may have finished or started running since), allocates the destination blocks, puts the
 copy in the next tick, and completes it when every rank has acknowledged.
+
+Shared blocks (prefix caching: other jobs hold them too) never move. Another job may be
+reading them on the device in this very tick, and a host copy would leave two owners
+with two tables to keep apart. An offload moves only the job's own blocks, those after
+its last shared one (shared blocks are a leading run, see prefix_cache.py); the shared
+ones stay on the device, still held by the offloaded job, so they cannot be evicted
+under it, and an upload brings back only what moved. A job whose blocks are all shared
+is never offloaded: that would free nothing.
 """
 
 from __future__ import annotations
@@ -11,9 +19,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fastserve.protocol.common import BlockCopy
+from fastserve.protocol.to_cache_manager import CacheSnapshot, JobCacheState
 from fastserve.protocol.to_frontend import RequestOutput
 from fastserve.protocol.to_scheduler import SwapDone, SwapPlan
 from fastserve.protocol.to_worker import TickPlan
+from fastserve.runtime.kv.allocator import KVBlockPool, blocks_for_tokens
 from fastserve.runtime.logging import get_logger
 from fastserve.runtime.sched.job import Job, KVLocation
 
@@ -52,7 +62,7 @@ class SwapBook:
         for rid in self._want_out:
             job = jobs.get(rid)
             if job and job.location is KVLocation.DEVICE and not job.in_flight and job.block_ids:
-                self._offload(job, plan)
+                self._offload(job, plan)  # skipped when nothing of it could move
         for rid in self._want_in:
             job = jobs.get(rid)
             if job and job.location is KVLocation.HOST:
@@ -68,49 +78,58 @@ class SwapBook:
         """
         if not any(not j.in_flight for j in order) or self._moving:
             return
+        device = self.core.device
         for job in order:
             if job.location is KVLocation.HOST:
-                if self.core.device.can_allocate(len(job.block_ids) + 1):
+                if device.can_allocate(len(job.block_ids) - job.num_kept_blocks + 1):
                     self._upload(job, plan)
                     return
                 break
-        victims = [j for j in reversed(order)
-                   if j.location is KVLocation.DEVICE and not j.in_flight and j.block_ids]
+        # Only a job with blocks of its own frees anything (shared ones stay held by others).
+        victims = [j for j in reversed(order) if j.location is KVLocation.DEVICE
+                   and not j.in_flight and shared_prefix(j, device) < len(j.block_ids)]
         if len(victims) == 0 or (len(victims) == 1 and victims[0] is order[0]
                                  and not any(j.location is KVLocation.HOST for j in order)):
             return
         victim = victims[0]
-        if self.core.host.can_allocate(len(victim.block_ids)):
+        if self.core.host.can_allocate(len(victim.block_ids) - shared_prefix(victim, device)):
             self._offload(victim, plan)
             return
         self.num_recomputes += 1
         self._log.warning("kv_recompute", request_id=victim.request_id,
                           blocks=len(victim.block_ids), reason="device and host pools full")
-        self.core.device.free(victim.block_ids)
+        device.free(victim.block_ids)  # its registered blocks stay cached: it may find them
         victim.block_ids, victim.blocks_told = [], 0
         victim.location = KVLocation.NONE
-        victim.num_computed = 0
+        victim.num_computed = victim.num_registered = victim.cached_tokens = 0
         victim.unsent_token_ids = list(victim.output_ids)
         victim.workers_know = False
         plan.released.append(victim.request_id)
 
     def _offload(self, job: Job, plan: TickPlan) -> None:
-        if not self.core.host.can_allocate(len(job.block_ids)):
+        keep = shared_prefix(job, self.core.device)
+        src = job.block_ids[keep:]
+        if not src or not self.core.host.can_allocate(len(src)):
             return
-        dst = self.core.host.allocate(len(job.block_ids))
-        plan.swap_out.append(BlockCopy(job.request_id, list(job.block_ids), dst))
-        self._moving[job.request_id] = ("out", list(job.block_ids), dst)
+        dst = self.core.host.allocate(len(src))
+        plan.swap_out.append(BlockCopy(job.request_id, src, dst, keep))
+        self._moving[job.request_id] = ("out", src, dst)
+        job.num_kept_blocks = keep
         job.location = KVLocation.TO_HOST
-        self._log.info("kv_offload_start", request_id=job.request_id, tick=plan.tick, blocks=len(dst))
+        self._log.info("kv_offload_start", request_id=job.request_id, tick=plan.tick,
+                       blocks=len(dst), kept=keep)
 
     def _upload(self, job: Job, plan: TickPlan) -> None:
-        if not self.core.device.can_allocate(len(job.block_ids)):
+        keep = job.num_kept_blocks
+        src = job.block_ids[keep:]
+        if not self.core.device.can_allocate(len(src)):
             return
-        dst = self.core.device.allocate(len(job.block_ids))
-        plan.swap_in.append(BlockCopy(job.request_id, list(job.block_ids), dst))
-        self._moving[job.request_id] = ("in", list(job.block_ids), dst)
+        dst = self.core.device.allocate(len(src))
+        plan.swap_in.append(BlockCopy(job.request_id, src, dst, keep))
+        self._moving[job.request_id] = ("in", src, dst)
         job.location = KVLocation.TO_DEVICE
-        self._log.info("kv_upload_start", request_id=job.request_id, tick=plan.tick, blocks=len(dst))
+        self._log.info("kv_upload_start", request_id=job.request_id, tick=plan.tick,
+                       blocks=len(dst), kept=keep)
 
     def done(self, msg: SwapDone) -> list[RequestOutput]:
         key = (msg.request_id, msg.direction)
@@ -129,16 +148,59 @@ class SwapBook:
             self.on_done(direction, len(dst), slowest)
         job = self.core.jobs[msg.request_id]
         job.num_swaps += 1
+        kept = job.block_ids[: job.num_kept_blocks]
         if direction == "out":
             self.num_offloads += 1
-            self.core.device.free(src)
+            self.core.device.free(src)  # registered ones stay cached: their KV is still there
             job.location = KVLocation.HOST
         else:
             self.num_uploads += 1
             self.core.host.free(src)
             job.location = KVLocation.DEVICE
-            job.blocks_told = len(dst)  # the copy command told the workers the new table
-        job.block_ids = dst
+            job.num_kept_blocks = 0
+            # New blocks, not in the cache index: registered again after its next tick.
+            job.num_registered = min(job.num_registered, len(kept))
+        job.block_ids = kept + dst
+        if direction == "in":
+            job.blocks_told = len(job.block_ids)  # the copy command told the workers the table
         if job.pending_finish is not None:
             return [self.core.finish(job, job.pending_finish)]
         return []
+
+    def snapshot(self, tick: int, order: list[Job]) -> CacheSnapshot:
+        """What the cache manager plans from: jobs in priority order, blocks each could move."""
+        core, device = self.core, self.core.device
+        states = []
+        for rank, job in enumerate(order):
+            need = blocks_for_tokens(job.num_tokens + 1, core.limits.block_size)
+            if job.location in (KVLocation.DEVICE, KVLocation.TO_DEVICE):
+                need -= len(job.block_ids)
+            else:
+                need -= job.num_kept_blocks  # shared blocks that stayed on the device
+            if job.location is KVLocation.DEVICE:
+                movable = len(job.block_ids) - shared_prefix(job, device)
+            else:
+                movable = len(job.block_ids) - job.num_kept_blocks
+            states.append(
+                JobCacheState(
+                    job.request_id, rank, job.location.value, movable, max(need, 0), job.in_flight
+                )
+            )
+        return CacheSnapshot(
+            tick=tick,
+            free_device_blocks=device.num_free,
+            total_device_blocks=device.num_blocks,
+            free_host_blocks=core.host.num_free,
+            total_host_blocks=core.host.num_blocks,
+            max_batch_jobs=core.limits.max_batch_jobs,
+            jobs=states,
+        )
+
+
+def shared_prefix(job: Job, device: KVBlockPool) -> int:
+    """Leading entries of a device-resident job's table up to its last block that other
+    jobs hold too: what stays on the device when it is offloaded."""
+    for i in range(len(job.block_ids) - 1, -1, -1):
+        if device.refcount(job.block_ids[i]) > 1:
+            return i + 1
+    return 0

@@ -18,11 +18,18 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One request of a workload: arrival in seconds, lengths in tokens."""
+    """One request of a workload: arrival in seconds, lengths in tokens.
+
+    `segments` and `after` describe content for prefix caching (runtime/sim/conversations.py);
+    the simulator reads only the lengths and the arrival."""
 
     arrival: float
     prompt_len: int
     output_len: int
+    # The prompt as (content key, tokens) parts; equal keys are equal token ids, so
+    # requests share a prefix exactly where their leading parts agree. () = random ids.
+    segments: tuple[tuple[int, int], ...] = ()
+    after: int = -1  # index of the request whose answer must arrive before this is sent
 
 
 def make_requests(

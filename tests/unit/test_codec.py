@@ -4,9 +4,9 @@ import msgpack
 import pytest
 
 from fastserve.protocol.codec import MESSAGE_TYPES, PROTOCOL_VERSION, Codec, ProtocolError
-from fastserve.protocol.common import BlockCopy, SamplingParams
+from fastserve.protocol.common import BlockCopy, SamplingParams, TokenLogprobs
 from fastserve.protocol.to_frontend import OutputBatch, RequestOutput
-from fastserve.protocol.to_scheduler import SubmitRequest
+from fastserve.protocol.to_scheduler import SampledToken, StepResult, SubmitRequest
 from fastserve.protocol.to_worker import NewJob, ScheduledJob, TickPlan
 
 
@@ -33,6 +33,18 @@ def test_optional_fields_round_trip():
     assert codec.decode(codec.encode(out)).message == out
 
 
+def test_logprobs_and_grammars_round_trip():
+    codec = Codec()
+    prompt = TokenLogprobs([-1.5, float("-inf")], [[4, 5], [6, 7]], [[-0.1, -0.2], [-0.3, -0.4]])
+    params = SamplingParams(logprobs=True, top_logprobs=2, prompt_logprobs=2, grammar='{"g": 1}')
+    sub = SubmitRequest("r", [1, 2, 3], params, 0.0)
+    result = StepResult(4, 0, [SampledToken("r", 9, -0.5, [9, 3], [-0.5, -1.0], prompt)])
+    out = OutputBatch(4, [RequestOutput("r", [9], [-0.5], top_ids=[[9, 3]],
+                                        top_logprobs=[[-0.5, -1.0]], prompt_logprobs=prompt)])
+    for msg in (sub, result, out):
+        assert codec.decode(codec.encode(msg)).message == msg
+
+
 def test_rejects_unknown_type_and_version():
     codec = Codec()
     good = codec.encode(SubmitRequest("x", [1], SamplingParams(), 1.0))
@@ -49,7 +61,7 @@ def test_rejects_unknown_type_and_version():
 def test_rejects_wrong_field_types():
     code = next(c for c, cls in MESSAGE_TYPES.items() if cls is SubmitRequest)
     header = struct.pack("!BBQ", code, PROTOCOL_VERSION, 1)
-    params = [16, 1.0, 1.0, -1, None, 0, [], False, False]
+    params = [16, 1.0, 1.0, -1, None, 0, [], False, False, 0, None, None]
     ok = msgpack.packb(["id", [1, 2], params, 0.5, -3])
     decoded = Codec().decode(header + ok).message
     assert decoded.prompt_ids == [1, 2] and decoded.priority == -3

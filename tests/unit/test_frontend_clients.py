@@ -10,7 +10,7 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
 from fastserve.runtime.frontend.service import FrontendService
-from tests.fake_scheduler import EchoScheduler, reply_for
+from tests.fake_scheduler import EchoScheduler, reply_for, wait_for
 
 
 @pytest.fixture
@@ -148,3 +148,35 @@ async def test_fail_all_ends_running_requests_with_an_error(env):
         frames = await receive_until_done(ws, {1})
     assert frames[-1]["type"] == "error" and frames[-1]["error"]["message"] == "scheduler lost"
     assert service.num_running == 0 and service.metrics.failed == 1
+
+
+async def test_n_fans_out_into_sibling_jobs_with_seeds_plus_i(env):
+    client, fake, service = env
+    body = {"prompt": "alpha one", "n": 3, "seed": 2**63 - 2, "max_tokens": 4}
+    resp = await client.post("/v1/completions", json=body)
+    data = await resp.json()
+    assert resp.status == 200 and [c["index"] for c in data["choices"]] == [0, 1, 2]
+    subs = fake.submitted[-3:]
+    base = data["id"].removeprefix("cmpl-")
+    assert [s.request_id for s in subs] == [f"{base}.{i}" for i in range(3)]
+    # seed + i, wrapped to 64 bits: every sibling's seed still fits the wire.
+    assert [s.sampling.seed for s in subs] == [2**63 - 2, 2**63 - 1, -(2**63)]
+    assert data["usage"]["prompt_tokens"] == len(subs[0].prompt_ids)
+    assert data["usage"]["completion_tokens"] == 12
+    assert service.num_running == 0
+
+
+async def test_a_failed_choice_fails_the_request_and_stops_its_siblings(env):
+    client, fake, service = env
+    resp = await client.post("/v1/completions", json={"prompt": "FAIL", "n": 2, "max_tokens": 50})
+    assert resp.status == 500 and "worker exploded" in (await resp.json())["error"]["message"]
+    await wait_for(lambda: service.num_running == 0)
+
+
+async def test_websocket_refuses_several_choices(env):
+    client, fake, _ = env
+    async with client.ws_connect("/v1/ws") as ws:
+        await ws.send_json({"id": "a", "type": "completion", "body": {"prompt": "x", "n": 2}})
+        frame = await asyncio.wait_for(ws.receive_json(), 5)
+    assert frame["type"] == "error" and frame["status"] == 400
+    assert "served over HTTP" in frame["error"]["message"]

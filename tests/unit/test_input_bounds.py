@@ -110,9 +110,13 @@ def test_long_inputs_are_refused_before_tokenizing(tok):
 def test_unknown_fields_are_ignored_and_unsupported_ones_refused(tok):
     req = completion(tok, foo={"bar": [1, 2]}, user="u", metadata=None, max_tokens=3)
     assert req.sampling.max_tokens == 3
-    assert "not supported" in rejection(chat, tok, tools=[{"type": "function"}]).message
-    assert "`n` must be 1" in rejection(chat, tok, n=2).message
-    assert "`top_logprobs` > 0" in rejection(chat, tok, top_logprobs=3).message
+    assert "`tools[0].function` must be" in rejection(chat, tok, tools=[{"type": "function"}]).message
+    assert "and at most 32, got 33" in rejection(chat, tok, n=33).message
+    assert "needs `logprobs`" in rejection(chat, tok, top_logprobs=3).message
+    assert "deprecated" in rejection(chat, tok, functions=[{"name": "f"}]).message
+    assert "must be at least `n`" in rejection(completion, tok, n=3, best_of=2).message
+    assert "cannot be streamed" in rejection(completion, tok, best_of=2, stream=True).message
+    assert rejection(completion, tok, max_tokens=0).param == "max_tokens"  # 0 only with echo
 
 
 @pytest.mark.parametrize(

@@ -159,3 +159,35 @@ def test_exposition_is_valid_and_keeps_the_names_bench_tools_read():
     assert values["fastserve_frontend_engine_restarts_total"] == 0
     assert not any(name.endswith("_created") for name in values)
     assert metrics.shed == 1 and metrics.received == 1 and metrics.prompt_tokens == 12
+
+
+async def test_prefix_cache_hit_rate_and_cached_blocks_reach_the_exposition():
+    workers, front = MemoryInbox(), MemoryInbox()
+    core = SchedulerCore(PlainMLFQ(), BatchLimits(4, 64, 4, 1024), KVBlockPool(16),
+                         KVBlockPool(16, "host"), (2,))  # fmt: skip
+    actor = SchedulerActor(MemoryInbox(), MemoryOutbox(workers), MemoryOutbox(front), None, core)
+    sp = SamplingParams(max_tokens=2, ignore_eos=True)
+    for rid in ("a", "b"):  # b arrives after a's prefill: 8 of its 10 tokens are cached
+        await actor.dispatch(SubmitRequest(rid, list(range(10, 20)), sp, time.time()))
+        await actor.step()
+        await actor.dispatch(_result(workers.drain()[-1]))
+    while core.jobs:
+        await actor.step()
+        await actor.dispatch(_result(workers.drain()[-1]))
+    await actor.step()
+    stats = [m for m in front.drain() if isinstance(m, SchedulerStats)][-1]  # through the codec
+    assert (stats.prefix_cache_queried_tokens, stats.prefix_cache_hit_tokens) == (20, 8)
+    assert stats.cached_device_blocks == 2 and stats.cached_host_blocks == 0
+    metrics = FrontendMetrics()
+    metrics.scheduler = stats
+    text = metrics.render(0)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    values = parse_metrics(text)
+    s = "fastserve_scheduler_"
+    assert values[s + "prefix_cache_hit_rate"] == 0.4
+    assert values[s + "prefix_cache_hit_tokens_total"] == 8
+    assert values[s + "prefix_cache_queried_tokens_total"] == 20
+    assert values[s + "prefix_cache_evictions_total"] == 0
+    assert values[s + 'kv_cached_blocks{tier="device"}'] == 2
+    assert values[s + 'kv_cached_blocks{tier="host"}'] == 0
+    assert families[s + "prefix_cache_hit_tokens"].type == "counter"

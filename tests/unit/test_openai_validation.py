@@ -121,10 +121,12 @@ def test_unknown_model_is_404(tok):
     assert completion(tok, model=None).model == "tiny"  # omitted model: the served one
 
 
-def test_n_greater_than_one_is_rejected(tok):
-    assert "`n` must be 1" in error_of(completion, tok, n=3).message
-    assert "`n` must be 1" in error_of(chat, tok, n=2).message
+def test_n_choices_are_bounded(tok):
+    assert completion(tok, n=3).n == 3 and chat(tok, n=2).n == 2
     assert completion(tok, n=1).sampling.max_tokens == 30
+    assert "n" in error_of(chat, tok, n=10_000).param
+    assert "at least `n`" in error_of(completion, tok, n=3, best_of=2).message
+    assert "cannot be streamed" in error_of(completion, tok, n=1, best_of=2, stream=True).message
 
 
 def test_prompt_shapes(tok):
@@ -146,7 +148,7 @@ def test_other_rejections(tok):
         in error_of(completion, tok, max_tokens=3, min_tokens=4).message
     )
     assert "not supported" in error_of(completion, tok, presence_penalty=0.5).message
-    assert "not supported" in error_of(completion, tok, echo=True, logprobs=1).message
+    assert completion(tok, echo=True, logprobs=1).sampling.prompt_logprobs  # lm-eval's shape
     assert "must be a JSON object" in error_of(parse_completion, [1], tok, LIMITS).message
 
 

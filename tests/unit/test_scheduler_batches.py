@@ -42,13 +42,15 @@ def test_core_plans_are_the_batch_builders_choice_tick_after_tick() -> None:
         if not core.jobs:
             break
         order = core.priority_order(float(tick))
-        # What the builder picks from a copy of the jobs must be what the core schedules.
+        # What the builder picks from a copy of the jobs must be what the core schedules
+        # (with the core's prefix-cache look-up: the prompts repeat one token).
         mirror = copy.deepcopy(order)
         expected = [
             (e.job.request_id, e.num_new_tokens)
             for e in pick_batch(
-                mirror, max_jobs=3, max_tokens=24, free_blocks=core.device.num_free, block_size=BS
-            )
+                mirror, max_jobs=3, max_tokens=24, free_blocks=core.device.num_free,
+                block_size=BS, prefix=core.prefix.lookup,
+            )  # fmt: skip
         ]
         plan = core.schedule(float(tick))
         assert [(s.request_id, s.num_new_tokens) for s in plan.scheduled] == expected

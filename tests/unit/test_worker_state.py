@@ -25,3 +25,15 @@ def test_unknown_job_and_bad_counts_are_errors():
     table.apply(TickPlan(2, [NewJob("a", [1], SamplingParams())], []))
     with pytest.raises(ValueError, match="asked for 5 tokens"):
         table.apply(TickPlan(3, [], [ScheduledJob("a", 5)]))
+
+
+def test_a_prefix_hit_starts_past_its_cached_tokens_and_shared_blocks_stay_put():
+    table = WorkerJobTable()
+    sp = SamplingParams()
+    new = NewJob("a", [5, 6, 7, 8, 9], sp, num_cached=4)  # its first block is cached
+    [e] = table.apply(TickPlan(1, [new], [ScheduledJob("a", 1, [], [10, 11])]))
+    assert e.token_ids == [9] and e.start_pos == 4 and e.block_table == [10, 11]
+    table.apply(TickPlan(2, [], [ScheduledJob("a", 1, [3], [])]))
+    # An upload that kept the shared first block on the device replaces only the rest.
+    table.apply(TickPlan(3, swap_in=[BlockCopy("a", [40], [12], keep_blocks=1)]))
+    assert table.jobs["a"].block_table == [10, 12]
