@@ -2,8 +2,9 @@
 
 The output (config.json, model.safetensors in float32, tokenizer files, generation config)
 loads with both our engine and transformers' LlamaForCausalLM. Tensors stored quantized
-in the GGUF (Q4_1, Q8_0) are also kept as they are in `quantized.safetensors`, for the CPU
-decode kernels (see quant.py); transformers ignores that file. The conversion is written
+in the GGUF (Q4_1, Q8_0) are also kept as they are in `fastserve/quantized.safetensors`, for
+the CPU decode kernels (see quant.py); in a subdirectory, so loaders that read every
+`*.safetensors` of a model directory (vLLM, transformers) never see it. The conversion is written
 into a temporary sibling directory and renamed into place, so a reader never sees half a
 model and two processes converting at once cannot corrupt the result.
 """
@@ -26,7 +27,7 @@ from safetensors.torch import save_file
 from fastserve.runtime.model.gguf_tokenizer import field_value, write_tokenizer_files
 from fastserve.runtime.model.quant import QuantFormat, from_gguf_blocks
 
-QUANT_FILE = "quantized.safetensors"
+QUANT_FILE = "fastserve/quantized.safetensors"
 QUANT_METADATA_KEY = "fastserve.quant"  # JSON {hf tensor name: format value}
 _KEPT_QUANT = {GGMLQuantizationType.Q4_1: QuantFormat.Q4_1, GGMLQuantizationType.Q8_0: QuantFormat.Q8_0}
 
@@ -179,24 +180,26 @@ def quantized_tensors(reader: GGUFReader, config: dict) -> tuple[dict[str, torch
 
 
 def write_quantized(reader: GGUFReader, config: dict, out_dir: Path) -> None:
-    """Write `quantized.safetensors` into out_dir (atomically; nothing if none is quantized)."""
+    """Write QUANT_FILE into out_dir (atomically; nothing if no tensor is quantized)."""
     tensors, formats = quantized_tensors(reader, config)
     if not tensors:
         return
-    fd, tmp = tempfile.mkstemp(prefix=f".{QUANT_FILE}.", dir=out_dir)
+    target = out_dir / QUANT_FILE
+    target.parent.mkdir(mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(fd)
     try:
         meta = {"format": "pt", QUANT_METADATA_KEY: json.dumps(formats)}
         save_file(tensors, tmp, meta)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, out_dir / QUANT_FILE)
+        os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
 def add_quantized(gguf_path: Path, model_dir: Path) -> None:
-    """Give a directory converted before quantized weights were kept its `quantized.safetensors`."""
+    """Give a directory converted before quantized weights were kept its QUANT_FILE."""
     reader = GGUFReader(str(gguf_path))
     write_quantized(reader, json.loads((model_dir / "config.json").read_text()), model_dir)
 
@@ -225,7 +228,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
         # mkdtemp makes a private directory; the cache is meant to be readable like any other.
         os.chmod(tmp, 0o755)
         for child in tmp.iterdir():
-            os.chmod(child, 0o644)
+            os.chmod(child, 0o755 if child.is_dir() else 0o644)
         try:
             os.rename(tmp, out_dir)
         except OSError:

@@ -1,7 +1,7 @@
 """Weights kept in GGUF's block-quantized formats, for the CPU decode kernels.
 
 A GGUF checkpoint's Q4_1 / Q8_0 tensors are stored beside the float32 conversion
-(`quantized.safetensors`, see gguf_convert.py) as plain arrays: the packed quants, and per
+(`fastserve/quantized.safetensors`, see gguf_convert.py) as plain arrays: the packed quants, and per
 block of 32 weights its scale `d` (and for Q4_1 its offset `m`) widened to float32 (exact:
 they are float16 in the file). The kernels rebuild every weight exactly as the float32
 checkpoint holds it, so both paths compute the same model.

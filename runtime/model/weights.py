@@ -84,7 +84,7 @@ class CheckpointReader:
 
 
 class QuantReader:
-    """The quantized copies of a model directory's matrices (`quantized.safetensors`)."""
+    """The quantized copies of a model directory's matrices (gguf_convert.QUANT_FILE)."""
 
     def __init__(self, model_dir: Path):
         path = model_dir / QUANT_FILE

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 from fastserve.runtime.config import ServerConfig
+from fastserve.runtime.model.kernels.build import kernels_supported
 from fastserve.runtime.model.registry import cache_root
 from fastserve.runtime.sched.cost_model import CostModel
 
@@ -16,10 +17,17 @@ DEFAULT_COST_MODEL = CostModel.affine(
 )
 
 
+# Bumped when the engine's speed changes enough that old profiles would misprice work.
+ENGINE_GENERATION = 2  # 2: the C decode kernels
+
+
 def profile_path(cfg: ServerConfig) -> Path:
-    """The cache file of a profile: one per model, dtype, device and parallel layout."""
+    """The cache file of a profile: one per model, dtype, device, parallel layout and
+    engine (C kernels or torch ops only, and the engine generation)."""
+    engine = f"gen{ENGINE_GENERATION}-{'c' if kernels_supported() is None else 'torch'}"
     key = (
         f"{Path(cfg.model).resolve()}|{cfg.dtype}|{cfg.device}|{cfg.parallel.tp}|{cfg.parallel.pp}"
+        f"|{engine}"
     )
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     return cache_root().parent / "profiles" / f"{Path(cfg.model).name}-{digest}.json"
