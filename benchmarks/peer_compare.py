@@ -3,7 +3,9 @@
 Both servers must already be running on loopback and serving the same weights (see the
 README's "Benchmarks" section for the peer's set-up; the peer is never a dependency). Each
 pair runs every section on A, then on B, so machine drift between pairs cancels in the
-ratios. Sections:
+ratios. Both servers cache prompt prefixes (FastServe by default, vLLM's automatic prefix
+caching), so every pair draws fresh prompt tokens (A and B get the same ones) and each
+1k-token TTFT probe is new: no figure is a cache hit. Sections:
 
 - single: one stream, a short prompt, `--single-tokens` forced output tokens; tokens/s
   after the first token.
@@ -28,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from fastserve.deploy.loadgen import RequestResult, replay
-from fastserve.deploy.loadgen_workload import BASE, PRESETS, build_workload
+from fastserve.benchmarks.loadgen import RequestResult, replay
+from fastserve.benchmarks.workload_build import build_workload
+from fastserve.benchmarks.workload_options import BASE, PRESETS
 from fastserve.runtime.sim.workload import Request
 
 SECTIONS = ("single", "burst", "ttft1k", "loaded")
@@ -42,8 +45,8 @@ def _ok(results: list[RequestResult]) -> list[RequestResult]:
     return results
 
 
-async def single_stream(url: str, tokens: int) -> dict[str, float]:
-    (r,), _, _ = await replay(url, [Request(0.0, 32, tokens)], progress=False)
+async def single_stream(url: str, tokens: int, seed: int) -> dict[str, float]:
+    (r,), _, _ = await replay(url, [Request(0.0, 32, tokens)], progress=False, seed=seed)
     _ok([r])
     assert r.first_token is not None and r.finish is not None
     return {"single_tok_s": (tokens - 1) / (r.finish - r.first_token)}
@@ -55,24 +58,27 @@ async def burst(url: str, n: int, seed: int) -> dict[str, float]:
         Request(0.0, int(p), int(o))
         for p, o in zip(rng.integers(80, 121, n), rng.integers(1, 257, n), strict=True)
     ]
-    results, _, elapsed = await replay(url, work, progress=False)
+    results, _, elapsed = await replay(url, work, progress=False, seed=seed)
     _ok(results)
     return {"burst_out_tok_s": sum(r.output_tokens for r in results) / elapsed}
 
 
-async def ttft_1k(url: str, repeats: int = 2) -> dict[str, float]:
+async def ttft_1k(url: str, seed: int, repeats: int = 2) -> dict[str, float]:
     times = []
-    for _ in range(repeats):
-        (r,), _, _ = await replay(url, [Request(0.0, 1002, 1)], progress=False, warmup=1)
+    for i in range(repeats):
+        work = [Request(0.0, 1002, 1)]
+        (r,), _, _ = await replay(url, work, progress=False, warmup=1, seed=seed * 100 + i)
         _ok([r])
         assert r.first_token is not None
         times.append(r.first_token - r.arrival)
     return {"ttft_1k_s": min(times)}
 
 
-async def loaded(url: str, work: list[Request]) -> dict[str, float]:
+async def loaded(url: str, work: list[Request], seed: int) -> dict[str, float]:
     # A slow peer can take many minutes to drain an overload: no request is cut off early.
-    results, _, elapsed = await replay(url, work, progress=False, request_timeout=3600.0)
+    results, _, elapsed = await replay(
+        url, work, progress=False, request_timeout=3600.0, seed=seed
+    )
     _ok(results)
     jcts = [r.finish - r.arrival for r in results if r.finish is not None]
     return {
@@ -89,16 +95,19 @@ def loaded_workload(preset: str, num_requests: int, rate: float, seed: int) -> l
     return build_workload(w, rate=rate)
 
 
-async def run_sections(url: str, args: argparse.Namespace, work: list[Request]) -> dict[str, float]:
+async def run_sections(
+    url: str, args: argparse.Namespace, work: list[Request], pair: int
+) -> dict[str, float]:
+    seed = args.seed + 1000 * (pair + 1)  # fresh prompt tokens per pair, same for A and B
     out: dict[str, float] = {}
     if "single" in args.sections:
-        out |= await single_stream(url, args.single_tokens)
+        out |= await single_stream(url, args.single_tokens, seed)
     if "burst" in args.sections:
-        out |= await burst(url, args.burst, args.seed)
+        out |= await burst(url, args.burst, seed)
     if "ttft1k" in args.sections:
-        out |= await ttft_1k(url)
+        out |= await ttft_1k(url, seed)
     if "loaded" in args.sections:
-        out |= await loaded(url, work)
+        out |= await loaded(url, work, seed)
     return out
 
 
@@ -139,8 +148,8 @@ def main() -> None:
     work = loaded_workload(args.preset, args.num_requests, args.rate, args.seed)
     pairs = []
     for i in range(args.pairs):
-        ra = asyncio.run(run_sections(args.a, args, work))
-        rb = asyncio.run(run_sections(args.b, args, work))
+        ra = asyncio.run(run_sections(args.a, args, work, i))
+        rb = asyncio.run(run_sections(args.b, args, work, i))
         pairs.append((ra, rb))
         print(f"pair {i + 1}: A {ra}\n        B {rb}", flush=True)
     print(table(pairs, args.a_name, args.b_name))

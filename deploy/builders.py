@@ -13,7 +13,7 @@ import zmq.asyncio
 from fastserve.actors.cache_manager import CacheManagerActor
 from fastserve.actors.scheduler import SchedulerActor
 from fastserve.runtime.actor import Actor
-from fastserve.runtime.config import ServerConfig
+from fastserve.runtime.config import ServerConfig, solo_batch_tokens
 from fastserve.runtime.kv.allocator import KVBlockPool
 from fastserve.runtime.kv.swap_planner import ProactiveSwapPlanner
 from fastserve.runtime.sched.registry import make_policy
@@ -52,6 +52,7 @@ def make_scheduler_core(cfg: ServerConfig, num_swap_ackers: int) -> SchedulerCor
         cfg.cache.block_size,
         cfg.max_model_len,
         cfg.scheduler.started_bound(),
+        solo_batch_tokens(cfg.scheduler.max_batch_tokens),
     )
     return SchedulerCore(
         policy,

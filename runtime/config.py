@@ -16,6 +16,14 @@ from typing import Any
 # 32 / 2048; a 2048-token chunk stalls every decode for a second on two cores). GPUs batch
 # far more per iteration for the same step time.
 BATCH_LIMITS: dict[str, tuple[int, int]] = {"cpu": (16, 512), "cuda": (256, 8192)}
+# A lone job's prefill may take this many times max_batch_tokens per iteration (nobody waits
+# behind it; see sched/batching.py): a 1k-token prompt alone on a CPU is one chunk.
+SOLO_CHUNK_FACTOR = 2
+
+
+def solo_batch_tokens(max_batch_tokens: int) -> int:
+    """The token budget of an iteration with one runnable job."""
+    return SOLO_CHUNK_FACTOR * max_batch_tokens
 
 
 @dataclass

@@ -25,6 +25,9 @@ simulated tick and a real tick pick the same jobs. Rules, in priority order:
   that many jobs hold KV half-done (started, unfinished, wherever their KV is). Under
   overload a preemptive policy would otherwise keep starting newcomers ahead of the jobs
   it already started, and memory, swaps and every job's finish time grow together.
+- A lone job (the only one that could run) may take `solo_max_tokens` instead: with no one
+  waiting behind it, smaller chunks only add iterations (and, from the second chunk on,
+  attention over cached keys through a mask), so a lone 1k-token prompt is one chunk.
 - Stop at `max_jobs` entries or when the token budget is spent. Jobs skipped for tokens or
   blocks do not stop the walk: a lower-priority job that fits still runs (work conserving).
 - Prefix caching: with `prefix`, a job with nothing computed is looked up (prefix_cache.py)
@@ -80,6 +83,16 @@ def device_blocks_held(job: Job) -> int:
     return len(job.block_ids) if job.location is KVLocation.DEVICE else 0
 
 
+def _may_run(job: Job, include_offloaded: bool) -> bool:
+    """Whether the walk below could take the job at all (memory and budgets aside)."""
+    if job.in_flight:
+        return False
+    location = job.location
+    return location in (KVLocation.DEVICE, KVLocation.NONE) or (
+        include_offloaded and location is KVLocation.HOST
+    )
+
+
 def pick_batch(
     order: Iterable[Job],
     *,
@@ -92,12 +105,16 @@ def pick_batch(
     include_offloaded: bool = False,
     max_started: int | None = None,
     prefix: PrefixLookup | None = None,
+    solo_max_tokens: int | None = None,
 ) -> list[BatchEntry]:
     """The entries of the next iteration, in priority order (see the module doc)."""
     entries: list[BatchEntry] = []
+    jobs = list(order)
+    lone = sum(1 for job in jobs if _may_run(job, include_offloaded)) == 1
+    if lone and solo_max_tokens is not None and solo_max_tokens > max_tokens:
+        max_tokens = solo_max_tokens
     tokens_left = max_tokens
     blocks_left = free_blocks
-    jobs = list(order)
     started = sum(1 for job in jobs if job.started)
     for job in jobs:
         if job.in_flight:

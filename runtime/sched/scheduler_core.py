@@ -48,6 +48,7 @@ class BatchLimits:
     block_size: int  # tokens per KV block
     max_model_len: int  # prompt + output may not exceed this
     max_started_jobs: int | None = None  # most jobs holding KV half-done (None: no bound)
+    solo_batch_tokens: int | None = None  # token budget when one job alone can run (None: same)
 
 
 class SchedulerCore:
@@ -195,6 +196,7 @@ class SchedulerCore:
             block_size=lim.block_size,
             max_started=lim.max_started_jobs,
             prefix=self.prefix.lookup if self.prefix.enabled else None,
+            solo_max_tokens=lim.solo_batch_tokens,
         )
         self.prefix.attach(entries)  # before allocating: no eviction of a promised block
         batch: list[tuple[Job, int]] = []

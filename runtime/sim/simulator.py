@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastserve.protocol.common import SamplingParams
+from fastserve.runtime.config import solo_batch_tokens
 from fastserve.runtime.kv.allocator import blocks_for_tokens
 from fastserve.runtime.sched.batching import pick_batch
 from fastserve.runtime.sched.cost_model import CostModel
@@ -109,6 +110,7 @@ def simulate(
         block_size=block_size,
         chunked_prefill=chunked_prefill,
         max_started=max_started,
+        solo_max_tokens=solo_batch_tokens(max_batch_tokens),  # as the server's core does
     )
 
     while (next_arrival < len(requests) or active) and now < max_time:

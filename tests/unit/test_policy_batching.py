@@ -85,3 +85,14 @@ def test_new_jobs_need_room_for_their_whole_prompt_and_in_flight_jobs_wait() -> 
     assert pick([half], tokens=8, blocks=2) == [("half", 8, True, 2)]
     half.in_flight = True
     assert pick([half]) == []
+
+
+def test_a_lone_job_prefills_in_solo_sized_chunks() -> None:
+    lone = job("lone", 100)
+    assert pick([lone], tokens=32, solo_max_tokens=64) == [("lone", 64, True, 16)]
+    # A second runnable job (even one that will not fit) keeps the normal budget...
+    other = job("other", 8)
+    assert pick([lone, other], tokens=32, solo_max_tokens=64)[0] == ("lone", 32, True, 8)
+    # ...but one still running in the tick the workers execute does not count.
+    other.in_flight = True
+    assert pick([lone, other], tokens=32, solo_max_tokens=64) == [("lone", 64, True, 16)]
