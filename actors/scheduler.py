@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from fastserve.protocol.common import CopyDirection
 from fastserve.protocol.to_frontend import OutputBatch, RequestOutput, SchedulerStats
 from fastserve.protocol.to_scheduler import (
     AbortRequest,
@@ -168,10 +169,10 @@ class SchedulerActor(Actor):
             # MLFQ's starvation promotions, Gittins' boosts; FCFS and the oracles have none.
             starvation_promotions=int(getattr(core.policy, "num_promotions", 0)),
             kv_block_bytes=m.kv_block_bytes,
-            offload_seconds=m.swap_seconds["out"].snapshot(),
-            upload_seconds=m.swap_seconds["in"].snapshot(),
-            offload_bytes=m.swap_bytes["out"].snapshot(),
-            upload_bytes=m.swap_bytes["in"].snapshot(),
+            offload_seconds=m.swap_seconds[CopyDirection.OFFLOAD].snapshot(),
+            upload_seconds=m.swap_seconds[CopyDirection.UPLOAD].snapshot(),
+            offload_bytes=m.swap_bytes[CopyDirection.OFFLOAD].snapshot(),
+            upload_bytes=m.swap_bytes[CopyDirection.UPLOAD].snapshot(),
             queue_seconds=m.queue_seconds.snapshot(),
             recent_preemptions=list(m.recent_preemptions),
             prefix_cache_queried_tokens=core.prefix.queried_tokens,

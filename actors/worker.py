@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from fastserve.protocol.common import BlockCopy, TokenLogprobs
+from fastserve.protocol.common import BlockCopy, CopyDirection, TokenLogprobs
 from fastserve.protocol.to_scheduler import SampledToken, StepFailed, StepResult, SwapDone
 from fastserve.protocol.to_worker import TickPlan
 from fastserve.runtime.actor import Actor
@@ -62,7 +62,7 @@ class Runner(Protocol):
 class _Copy:
     tick: int
     request_id: str
-    direction: str
+    direction: CopyDirection
     started: float
     handle: CopyHandle
 
@@ -122,10 +122,10 @@ class WorkerActor(Actor):
         now = time.perf_counter()
         for copy in plan.swap_out:
             handle = self.runner.swap_out(copy)
-            self._copies.append(_Copy(plan.tick, copy.request_id, "out", now, handle))
+            self._copies.append(_Copy(plan.tick, copy.request_id, CopyDirection.OFFLOAD, now, handle))
         for copy in plan.swap_in:
             handle = self.runner.swap_in(copy)
-            self._copies.append(_Copy(plan.tick, copy.request_id, "in", now, handle))
+            self._copies.append(_Copy(plan.tick, copy.request_id, CopyDirection.UPLOAD, now, handle))
         if not entries:
             return
         start = time.perf_counter()

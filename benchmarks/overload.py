@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from fastserve.deploy.bench_server import running_server
+from fastserve.benchmarks.bench_server import running_server
 
 
 def body(rng: np.random.Generator, args: argparse.Namespace) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """The issue's real benchmark: every policy on the real server, for each workload preset,
 with the simulation beside it, then the issue's target checks on both sides.
 
-For each preset (heavy-tailed, azure, long-prompts, bimodal; see deploy/loadgen_workload.py)
-it runs `fastserve bench --compare-policies POLICIES` at the rate where simulated FCFS mean
+For each preset (heavy-tailed, azure, long-prompts, bimodal; see
+benchmarks/workload_options.py) it runs `fastserve bench --compare-policies POLICIES` at the
+rate where simulated FCFS mean
 JCT is --target-load x its unloaded mean (all policies: same batch limit, small device KV
 pool plus a host pool), writes <out-dir>/<preset>.json/.png, and prints PASS/FAIL per
 target of skip-join MLFQ (issue 3) and of the Gittins policy (issue 5). Profile first so the

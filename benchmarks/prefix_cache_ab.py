@@ -27,15 +27,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from fastserve.deploy.bench_report import real_summary
-from fastserve.deploy.bench_server import running_server
-from fastserve.deploy.loadgen import parse_metrics, replay
-from fastserve.deploy.loadgen_workload import (
-    add_workload_args,
-    build_workload,
-    describe_line,
-    resolve_workload_args,
-)
+from fastserve.benchmarks.bench_report import real_summary
+from fastserve.benchmarks.bench_server import running_server
+from fastserve.benchmarks.loadgen import replay
+from fastserve.benchmarks.server_metrics import parse_metrics
+from fastserve.benchmarks.workload_build import build_workload, describe_line
+from fastserve.benchmarks.workload_options import add_workload_args, resolve_workload_args
 
 ARMS = (("on", []), ("off", ["--no-prefix-caching"]))
 FIGURES = (

@@ -23,24 +23,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import sys
 import time
 from typing import Any
 
 import numpy as np
 import structlog
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
-from benchmarks.sim_policies import DEFAULT_TRACE, ENGINES, trace_rate_scale  # noqa: E402
-from fastserve.runtime.sched.gittins import GittinsPolicy  # noqa: E402
-from fastserve.runtime.sched.gittins_model import POOLED  # noqa: E402
-from fastserve.runtime.sched.length_dist import LengthWindow  # noqa: E402
-from fastserve.runtime.sched.policy import SchedulingPolicy  # noqa: E402
-from fastserve.runtime.sched.registry import make_policy  # noqa: E402
-from fastserve.runtime.sim.metrics import RequestRecord  # noqa: E402
-from fastserve.runtime.sim.simulator import simulate  # noqa: E402
-from fastserve.runtime.sim.workload import (  # noqa: E402
+from fastserve.benchmarks.sim_policies import DEFAULT_TRACE, ENGINES, trace_rate_scale
+from fastserve.runtime.sched.gittins import GittinsPolicy
+from fastserve.runtime.sched.gittins_model import POOLED
+from fastserve.runtime.sched.length_dist import LengthWindow
+from fastserve.runtime.sched.policy import SchedulingPolicy
+from fastserve.runtime.sched.registry import make_policy
+from fastserve.runtime.sim.metrics import RequestRecord
+from fastserve.runtime.sim.simulator import simulate
+from fastserve.runtime.sim.workload import (
     Request,
     azure_workload,
     bimodal_lengths,

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from fastserve.deploy.loadgen_workload import DEFAULT_TRACE
-from fastserve.deploy.simulate_cmd import calibrate_rate
+from fastserve.benchmarks.simulate_cmd import calibrate_rate
+from fastserve.benchmarks.workload_options import DEFAULT_TRACE
 from fastserve.runtime.sched.cost_model import CostModel
 from fastserve.runtime.sched.mlfq import SkipJoinMLFQ
 from fastserve.runtime.sched.registry import make_policy

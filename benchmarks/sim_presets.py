@@ -14,9 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fastserve.deploy.loadgen_workload import BASE, DEFAULT_TRACE, PRESETS, build_workload
-from fastserve.deploy.profile_cmd import cached_cost_model
-from fastserve.deploy.simulate_cmd import capacity_rate, run_sim
+from fastserve.benchmarks.profile_cmd import cached_cost_model
+from fastserve.benchmarks.simulate_cmd import capacity_rate, run_sim
+from fastserve.benchmarks.workload_build import build_workload
+from fastserve.benchmarks.workload_options import BASE, DEFAULT_TRACE, PRESETS
 from fastserve.runtime.config import ServerConfig
 
 

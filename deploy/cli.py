@@ -172,7 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     serve = sub.add_parser("serve", help="serve a model on this machine")
     add_server_args(serve)
     serve.set_defaults(func=_cmd_serve)
-    from fastserve.deploy import bench, launch, profile_cmd, simulate_cmd, trace_cmd
+    # Benchmarking and log analysis live in fastserve.benchmarks; serving stays in deploy/.
+    from fastserve.benchmarks import bench, profile_cmd, simulate_cmd, trace_cmd
+    from fastserve.deploy import launch
     from fastserve.deploy.security_cli import register_keygen
 
     commands: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [

@@ -13,6 +13,7 @@ types and versions, so a peer built from other code fails loudly instead of sile
 from __future__ import annotations
 
 import dataclasses
+import enum
 import itertools
 import struct
 import types
@@ -88,6 +89,8 @@ class Envelope:
 
 
 def _to_wire(value: Any) -> Any:
+    if isinstance(value, enum.Enum):  # its value: msgpack knows no enums
+        return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return [_to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)]
     if isinstance(value, list | tuple):
@@ -180,6 +183,16 @@ def _build_converter(tp: Any) -> Callable[[Any, str], Any]:
             return {key(k, where): val(x, where) for k, x in v.items()}
 
         return convert_dict
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        values = {m.value: m for m in tp}
+
+        def convert_enum(v: Any, where: str) -> Any:
+            member = values.get(v) if type(v) in (str, int) else None  # not a bool, a float
+            if member is None:
+                raise ProtocolError(f"{where}: expected one of {sorted(values)}, got {v!r}")
+            return member
+
+        return convert_enum
     if tp is float:
 
         def convert_float(v: Any, where: str) -> Any:

@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class CopyDirection(StrEnum):
+    """Which way a job's KV copy goes. Travels as its string value, so a sender that
+    passes the bare string ("out"/"in") encodes the same frame; decoding rejects any
+    other value."""
+
+    OFFLOAD = "out"  # device -> host
+    UPLOAD = "in"  # host -> device
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fastserve.protocol.common import SamplingParams, TokenLogprobs
+from fastserve.protocol.common import CopyDirection, SamplingParams, TokenLogprobs
 
 
 @dataclass
@@ -56,7 +56,7 @@ class SwapDone:
     tick: int  # tick that started the copy
     worker_rank: int  # rank that finished it
     request_id: str  # job whose KV moved
-    direction: str  # "out" (device -> host) or "in" (host -> device)
+    direction: CopyDirection  # OFFLOAD (device -> host) or UPLOAD (host -> device)
     seconds: float  # copy duration on the worker
 
 

@@ -1,6 +1,6 @@
 """structlog set-up: JSON lines with `actor`, `request_id` and `tick` where they apply.
 
-Every process calls `configure_logging` once; `fastserve trace` (deploy/trace_cmd.py) then
+Every process calls `configure_logging` once; `fastserve trace` (benchmarks/trace_cmd.py) then
 rebuilds a request's life from all processes' output (arrival, admission, level changes,
 preemptions, swaps, first token, finish), or a `grep` for its request id does.
 """

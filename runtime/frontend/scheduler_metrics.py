@@ -7,7 +7,7 @@ message arrives, nor while the engine restarts (a dead scheduler's values are no
 counters restart from 0 with a new engine generation, which Prometheus reads as a reset.
 
 Legacy series: `fastserve_scheduler_<field>` of the original SchedulerStats fields, bare
-(no `_total`), are still served as untyped aliases because deploy/loadgen.py,
+(no `_total`), are still served as untyped aliases because benchmarks/server_metrics.py,
 benchmarks/soak_checks.py and the tests read them by those names. prometheus_client names
 a counter family without `_total`, so the conventional counters take distinct names
 (`job_preemptions_total`, `kv_swaps_total`, ...) rather than collide with the aliases.

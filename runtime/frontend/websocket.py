@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from fastserve.runtime.frontend.app import API_KEYS, MAX_BODY_BYTES, SERVICE_KEY
 from fastserve.runtime.frontend.auth import ApiKeys, auth_error_body, unauthorized
+from fastserve.runtime.frontend.client_session import ClientSession
 from fastserve.runtime.frontend.errors import RequestError, server_error_body
-from fastserve.runtime.frontend.events import Delta, Failed, Finished
+from fastserve.runtime.frontend.events import Usage
 from fastserve.runtime.frontend.json_body import load_json
-from fastserve.runtime.frontend.service import FrontendService, RequestHandle
+from fastserve.runtime.frontend.service import FrontendService
 
 ClientId = str | int
-_log = structlog.get_logger(actor="frontend")  # lazy: honours a later structlog.configure
 # An unauthenticated socket holds a connection: it gets this long to send its key.
 AUTH_TIMEOUT_S = 10.0
 
@@ -83,13 +83,18 @@ async def _auth_message(
 
 
 class WebSocketSession:
+    """One websocket connection: JSON text frames in, `ClientSession` calls out."""
+
     def __init__(self, ws: web.WebSocketResponse, service: FrontendService) -> None:
         self._ws = ws
-        self._service = service
-        self._handles: dict[ClientId, RequestHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._requests: ClientSession[ClientId] = ClientSession(service, self, "ws")
         # Requests stream concurrently; one lock keeps their frames from interleaving.
         self._lock = asyncio.Lock()
+        # Message types other than these are request kinds ("completion", "chat", ...).
+        self._handlers: dict[str, Callable[[ClientId, dict[str, Any]], Awaitable[None]]] = {
+            "auth": self._on_auth,
+            "abort": self._on_abort,
+        }
 
     async def on_text(self, data: str) -> None:
         try:
@@ -107,76 +112,42 @@ class WebSocketSession:
             )
             return
         kind = msg.get("type")
-        if kind == "auth":  # already authenticated (header or first message), or keys off
-            await self.send({"id": cid, "type": "auth", "status": "ok"})
-            return
-        if kind == "abort":
-            handle = self._handles.get(cid)
-            if handle is not None:  # an abort racing the request's end is harmless
-                await handle.cancel()
-            return
-        if cid in self._handles:
-            await self.send_error(
-                cid, RequestError(f"request `{cid}` is already running", param="id")
-            )
-            return
-        try:
-            parsed = self._service.parse(
-                kind if isinstance(kind, str) else "", msg.get("body"), choices=False
-            )
-            handle = await self._service.submit(parsed)
-        except RequestError as exc:
-            await self.send_error(cid, exc)
-            return
-        except Exception as exc:
-            _log.exception("ws.submit_failed")
-            self._service.metrics.count_internal_error()
-            await self.send(
-                {"id": cid, "type": "error", **server_error_body(f"internal error: {exc}")}
-            )
-            return
-        self._handles[cid] = handle
-        task = asyncio.create_task(self._pump(cid, handle))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        handler = self._handlers.get(kind) if isinstance(kind, str) else None
+        await (handler or self._on_request)(cid, msg)
 
-    async def _pump(self, cid: ClientId, handle: RequestHandle) -> None:
-        want_logprobs = handle.parsed.logprobs is not None
-        try:
-            if handle.parsed.echo_text:
-                await self.send(
-                    {"id": cid, "type": "delta", "text": handle.parsed.echo_text, "token_ids": []}
-                )
-            async for event in handle:
-                if isinstance(event, Delta):
-                    frame: dict[str, Any] = {
-                        "id": cid,
-                        "type": "delta",
-                        "text": event.text,
-                        "token_ids": event.token_ids,
-                    }
-                    if want_logprobs:
-                        frame["logprobs"] = event.logprobs
-                    await self.send(frame)
-                elif isinstance(event, Finished):
-                    usage = event.usage.to_dict()
-                    await self.send(
-                        {
-                            "id": cid,
-                            "type": "done",
-                            "finish_reason": event.finish_reason,
-                            "usage": usage,
-                        }
-                    )
-                elif isinstance(event, Failed):
-                    await self.send(
-                        {"id": cid, "type": "error", **server_error_body(event.message)}
-                    )
-        except ConnectionResetError:
-            pass  # socket gone: close() aborts what is left
-        finally:
-            self._handles.pop(cid, None)
-            await handle.cancel()
+    async def _on_auth(self, cid: ClientId, msg: dict[str, Any]) -> None:
+        # Already authenticated (header or first message), or keys are off.
+        await self.send({"id": cid, "type": "auth", "status": "ok"})
+
+    async def _on_abort(self, cid: ClientId, msg: dict[str, Any]) -> None:
+        await self._requests.abort(cid)
+
+    async def _on_request(self, cid: ClientId, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        await self._requests.submit(
+            cid, kind if isinstance(kind, str) else "", lambda: msg.get("body")
+        )
+
+    # -- ClientWire: the frames of a request's outcome ------------------------------------
+
+    async def delta(
+        self, key: ClientId, text: str, token_ids: list[int], logprobs: list[float] | None
+    ) -> None:
+        frame: dict[str, Any] = {"id": key, "type": "delta", "text": text, "token_ids": token_ids}
+        if logprobs is not None:
+            frame["logprobs"] = logprobs
+        await self.send(frame)
+
+    async def done(self, key: ClientId, finish_reason: str, usage: Usage) -> None:
+        await self.send(
+            {"id": key, "type": "done", "finish_reason": finish_reason, "usage": usage.to_dict()}
+        )
+
+    async def rejected(self, key: ClientId, exc: RequestError) -> None:
+        await self.send_error(key, exc)
+
+    async def failed(self, key: ClientId, message: str) -> None:
+        await self.send({"id": key, "type": "error", **server_error_body(message)})
 
     async def send_error(self, cid: ClientId | None, exc: RequestError) -> None:
         frame = {"id": cid, "type": "error", "status": exc.status, **exc.body()}
@@ -191,9 +162,4 @@ class WebSocketSession:
 
     async def close(self) -> None:
         """The socket closed: abort every unfinished request of this connection."""
-        handles = list(self._handles.values())
-        for task in list(self._tasks):
-            task.cancel()
-        for handle in handles:
-            await handle.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._requests.close()

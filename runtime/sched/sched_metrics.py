@@ -14,6 +14,7 @@ import bisect
 from collections import deque
 from collections.abc import Iterable, Mapping
 
+from fastserve.protocol.common import CopyDirection
 from fastserve.protocol.to_frontend import HistogramCounts, PreemptionRecord
 from fastserve.runtime.sched.job import Job, KVLocation
 
@@ -54,15 +55,15 @@ class SchedulerMetrics:
 
     def __init__(self, kv_block_bytes: int = 0) -> None:
         self.kv_block_bytes = kv_block_bytes  # one block over every rank; 0: unknown
-        self.swap_seconds = {d: BucketCounts(SWAP_SECONDS_BUCKETS) for d in ("out", "in")}
-        self.swap_bytes = {d: BucketCounts(SWAP_BYTES_BUCKETS) for d in ("out", "in")}
+        self.swap_seconds = {d: BucketCounts(SWAP_SECONDS_BUCKETS) for d in CopyDirection}
+        self.swap_bytes = {d: BucketCounts(SWAP_BYTES_BUCKETS) for d in CopyDirection}
         self.queue_seconds = BucketCounts(QUEUE_SECONDS_BUCKETS)
         self.demotions = 0
         self.promotions = 0
         self.recent_preemptions: deque[PreemptionRecord] = deque(maxlen=RECENT_PREEMPTIONS)
 
-    def observe_swap(self, direction: str, blocks: int, seconds: float) -> None:
-        """A copy completed on every rank ("out": offload, "in": upload)."""
+    def observe_swap(self, direction: CopyDirection, blocks: int, seconds: float) -> None:
+        """A copy completed on every rank."""
         self.swap_seconds[direction].observe(seconds)
         if self.kv_block_bytes:  # without a block size, a bytes histogram would lie
             self.swap_bytes[direction].observe(float(blocks * self.kv_block_bytes))

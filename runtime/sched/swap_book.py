@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from fastserve.protocol.common import BlockCopy
+from fastserve.protocol.common import BlockCopy, CopyDirection
 from fastserve.protocol.to_cache_manager import CacheSnapshot, JobCacheState
 from fastserve.protocol.to_frontend import RequestOutput
 from fastserve.protocol.to_scheduler import SwapDone, SwapPlan
@@ -39,14 +39,16 @@ class SwapBook:
         self.num_ackers = num_ackers  # every worker acknowledges every copy
         self._want_out: list[str] = []
         self._want_in: list[str] = []
-        self._moving: dict[str, tuple[str, list[int], list[int]]] = {}  # id -> (dir, src, dst)
-        self._acks: dict[tuple[str, str], tuple[int, float]] = {}  # -> (ranks done, slowest s)
+        # request id -> (direction, source blocks, destination blocks) of its copy in flight
+        self._moving: dict[str, tuple[CopyDirection, list[int], list[int]]] = {}
+        # (request id, direction) -> (ranks done, slowest rank's seconds so far)
+        self._acks: dict[tuple[str, CopyDirection], tuple[int, float]] = {}
         self.num_offloads = 0
         self.num_uploads = 0
         self.num_recomputes = 0
-        # (direction "out"/"in", blocks, slowest rank's seconds) of each completed copy:
+        # (direction, blocks, slowest rank's seconds) of each completed copy:
         # the scheduler actor's metrics; the core itself keeps no histograms.
-        self.on_done: Callable[[str, int, float], None] | None = None
+        self.on_done: Callable[[CopyDirection, int, float], None] | None = None
         self._log = get_logger()
 
     def request(self, plan: SwapPlan) -> None:
@@ -113,7 +115,7 @@ class SwapBook:
             return
         dst = self.core.host.allocate(len(src))
         plan.swap_out.append(BlockCopy(job.request_id, src, dst, keep))
-        self._moving[job.request_id] = ("out", src, dst)
+        self._moving[job.request_id] = (CopyDirection.OFFLOAD, src, dst)
         job.num_kept_blocks = keep
         job.location = KVLocation.TO_HOST
         self._log.info("kv_offload_start", request_id=job.request_id, tick=plan.tick,
@@ -126,7 +128,7 @@ class SwapBook:
             return
         dst = self.core.device.allocate(len(src))
         plan.swap_in.append(BlockCopy(job.request_id, src, dst, keep))
-        self._moving[job.request_id] = ("in", src, dst)
+        self._moving[job.request_id] = (CopyDirection.UPLOAD, src, dst)
         job.location = KVLocation.TO_DEVICE
         self._log.info("kv_upload_start", request_id=job.request_id, tick=plan.tick,
                        blocks=len(dst), kept=keep)
@@ -141,15 +143,15 @@ class SwapBook:
         del self._acks[key]
         direction, src, dst = self._moving.pop(msg.request_id)
         # The copy took as long as its slowest rank: the job could not run before that.
-        self._log.info("kv_offload_done" if direction == "out" else "kv_upload_done",
-                       request_id=msg.request_id, tick=msg.tick, blocks=len(dst),
+        event = "kv_offload_done" if direction is CopyDirection.OFFLOAD else "kv_upload_done"
+        self._log.info(event, request_id=msg.request_id, tick=msg.tick, blocks=len(dst),
                        seconds=round(slowest, 6))
         if self.on_done is not None:
             self.on_done(direction, len(dst), slowest)
         job = self.core.jobs[msg.request_id]
         job.num_swaps += 1
         kept = job.block_ids[: job.num_kept_blocks]
-        if direction == "out":
+        if direction is CopyDirection.OFFLOAD:
             self.num_offloads += 1
             self.core.device.free(src)  # registered ones stay cached: their KV is still there
             job.location = KVLocation.HOST
@@ -161,7 +163,7 @@ class SwapBook:
             # New blocks, not in the cache index: registered again after its next tick.
             job.num_registered = min(job.num_registered, len(kept))
         job.block_ids = kept + dst
-        if direction == "in":
+        if direction is CopyDirection.UPLOAD:
             job.blocks_told = len(job.block_ids)  # the copy command told the workers the table
         if job.pending_finish is not None:
             return [self.core.finish(job, job.pending_finish)]

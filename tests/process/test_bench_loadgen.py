@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from fastserve.deploy.bench_server import running_server
+from fastserve.benchmarks.bench_server import running_server
 from tests.model_fixtures import make_tiny_llama_dir
 
 pytestmark = pytest.mark.timeout(120)

@@ -4,8 +4,8 @@ and swapped: the timeline shows it, and the breakdown accounts for the whole JCT
 import pytest
 import structlog
 
-from fastserve.deploy.trace_cmd import slowest_table, timeline_table
-from fastserve.deploy.trace_timeline import read_traces
+from fastserve.benchmarks.trace_cmd import slowest_table, timeline_table
+from fastserve.benchmarks.trace_timeline import read_traces
 from fastserve.runtime.frontend.events import Finished
 from fastserve.runtime.logging import configure_logging
 from tests.inprocess_harness import PROMPTS, run_all, tiny_config

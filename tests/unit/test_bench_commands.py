@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from fastserve.deploy import profile_cmd, simulate_cmd
+from fastserve.benchmarks import profile_cmd, simulate_cmd
 from fastserve.deploy.cli import main
 from fastserve.runtime.sched.cost_model import CostModel
 from fastserve.runtime.sched.profile_cache import DEFAULT_COST_MODEL
@@ -48,7 +48,7 @@ def test_calibrated_rate_reaches_the_target_load() -> None:
     simulate_cmd.register(p)
     args = p.parse_args(["--arrivals", "poisson", "--num-requests", "80", "--rate", "1",
                          "--prompt-lengths", "fixed", "--lengths", "lognormal"])  # fmt: skip
-    from fastserve.deploy.loadgen_workload import resolve_workload_args
+    from fastserve.benchmarks.workload_options import resolve_workload_args
 
     w = resolve_workload_args(args)
     rate, load = simulate_cmd.calibrate_rate(w, COST, simulate_cmd.engine_kwargs(args), 3.0)

@@ -5,14 +5,11 @@ import argparse
 import numpy as np
 import pytest
 
-from fastserve.deploy.bench_report import real_summary, single_table
-from fastserve.deploy.bench_timeline import queue_depth
-from fastserve.deploy.loadgen import RequestResult, apply_chunk
-from fastserve.deploy.loadgen_workload import (
-    add_workload_args,
-    build_workload,
-    resolve_workload_args,
-)
+from fastserve.benchmarks.bench_report import real_summary, single_table
+from fastserve.benchmarks.bench_timeline import queue_depth
+from fastserve.benchmarks.loadgen import RequestResult, apply_chunk
+from fastserve.benchmarks.workload_build import build_workload
+from fastserve.benchmarks.workload_options import add_workload_args, resolve_workload_args
 from fastserve.runtime.sim.metrics import (
     RequestRecord,
     Reservoir,

@@ -2,14 +2,14 @@
 
 import pytest
 
-from fastserve.deploy.bench_report import (
+from fastserve.benchmarks.bench_report import (
     compact_runs,
     comparison_table,
     real_summary,
     single_table,
     write_figure,
 )
-from fastserve.deploy.loadgen import RequestResult
+from fastserve.benchmarks.loadgen import RequestResult
 
 
 def result(i, arrival, first, finish, n, expected=None, error=None):

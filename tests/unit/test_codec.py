@@ -4,9 +4,9 @@ import msgpack
 import pytest
 
 from fastserve.protocol.codec import MESSAGE_TYPES, PROTOCOL_VERSION, Codec, ProtocolError
-from fastserve.protocol.common import BlockCopy, SamplingParams, TokenLogprobs
+from fastserve.protocol.common import BlockCopy, CopyDirection, SamplingParams, TokenLogprobs
 from fastserve.protocol.to_frontend import OutputBatch, RequestOutput
-from fastserve.protocol.to_scheduler import SampledToken, StepResult, SubmitRequest
+from fastserve.protocol.to_scheduler import SampledToken, StepResult, SubmitRequest, SwapDone
 from fastserve.protocol.to_worker import NewJob, ScheduledJob, TickPlan
 
 
@@ -78,3 +78,14 @@ def test_rejects_wrong_field_types():
 def test_refuses_to_encode_non_messages():
     with pytest.raises(ProtocolError):
         Codec().encode({"not": "a message"})
+
+
+def test_copy_direction_is_an_enum_on_the_wire():
+    codec = Codec()
+    done = codec.decode(codec.encode(SwapDone(3, 0, "r1", CopyDirection.UPLOAD, 0.5))).message
+    assert done.direction is CopyDirection.UPLOAD
+    # The bare string value encodes the same frame (a sender may still pass "out").
+    as_text = SwapDone(3, 0, "r1", "out", 0.5)  # type: ignore[arg-type]
+    assert codec.decode(codec.encode(as_text)).message.direction is CopyDirection.OFFLOAD
+    with pytest.raises(ProtocolError, match="direction"):
+        codec.decode(codec.encode(SwapDone(3, 0, "r1", "sideways", 0.5)))  # type: ignore[arg-type]

@@ -10,12 +10,9 @@ import numpy as np
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from fastserve.deploy.loadgen import replay
-from fastserve.deploy.loadgen_workload import (
-    add_workload_args,
-    build_workload,
-    resolve_workload_args,
-)
+from fastserve.benchmarks.loadgen import replay
+from fastserve.benchmarks.workload_build import build_workload
+from fastserve.benchmarks.workload_options import add_workload_args, resolve_workload_args
 from fastserve.runtime.sim.conversations import prompt_token_ids
 from fastserve.runtime.sim.workload import Request
 

@@ -3,17 +3,15 @@
 import numpy as np
 import pytest
 
-from fastserve.deploy.loadgen import (
+from fastserve.benchmarks.loadgen import (
     RequestResult,
     apply_chunk,
     check_local_url,
-    counter_delta,
-    parse_metrics,
     parse_sse_line,
     prompt_ids,
     request_body,
-    scheduler_counters,
 )
+from fastserve.benchmarks.server_metrics import counter_delta, parse_metrics, scheduler_counters
 
 
 def test_only_loopback_http_urls_are_accepted() -> None:

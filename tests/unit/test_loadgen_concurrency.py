@@ -7,7 +7,7 @@ import json
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from fastserve.deploy.loadgen import replay
+from fastserve.benchmarks.loadgen import replay
 from fastserve.runtime.sim.metrics import Reservoir
 from fastserve.runtime.sim.workload import Request
 

@@ -5,12 +5,8 @@ import argparse
 import numpy as np
 import pytest
 
-from fastserve.deploy.loadgen_workload import (
-    PRESETS,
-    add_workload_args,
-    build_workload,
-    resolve_workload_args,
-)
+from fastserve.benchmarks.workload_build import build_workload
+from fastserve.benchmarks.workload_options import PRESETS, add_workload_args, resolve_workload_args
 
 CSV_HEAD = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 

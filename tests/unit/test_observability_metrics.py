@@ -10,7 +10,7 @@ import time
 from prometheus_client.parser import text_string_to_metric_families
 
 from fastserve.actors.scheduler import SchedulerActor
-from fastserve.deploy.loadgen import COUNTERS, parse_metrics
+from fastserve.benchmarks.server_metrics import COUNTERS, parse_metrics
 from fastserve.protocol.common import SamplingParams
 from fastserve.protocol.to_frontend import HistogramCounts, SchedulerStats
 from fastserve.protocol.to_scheduler import (
@@ -130,7 +130,7 @@ def test_exposition_is_valid_and_keeps_the_names_bench_tools_read():
     text = metrics.render(2)
     families = {f.name: f for f in text_string_to_metric_families(text)}  # parses = valid
     values = parse_metrics(text)
-    # deploy/loadgen.py, benchmarks/soak_checks.py and the e2e tests read these.
+    # benchmarks/server_metrics.py, benchmarks/soak_checks.py and the e2e tests read these.
     for name in (*COUNTERS, "jobs", "free_device_blocks", "total_device_blocks",
                  "free_host_blocks", "total_host_blocks"):  # fmt: skip
         assert f"fastserve_scheduler_{name}" in values, name

@@ -59,7 +59,7 @@ def test_registry_names_aliases_and_errors() -> None:
 
 
 def test_policy_specs_carry_options_to_the_policy_and_the_server_command() -> None:
-    from fastserve.deploy.bench_server import serve_command
+    from fastserve.benchmarks.bench_server import serve_command
     from fastserve.runtime.sched.registry import (
         canonical_policy_spec,
         make_policy_from_spec,

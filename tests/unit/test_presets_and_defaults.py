@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastserve.deploy.loadgen_workload import (
+from fastserve.benchmarks.simulate_cmd import add_engine_args, capacity_rate
+from fastserve.benchmarks.workload_build import build_workload
+from fastserve.benchmarks.workload_options import (
     BASE,
     DEFAULT_TRACE,
     PRESETS,
     add_workload_args,
-    build_workload,
     resolve_workload_args,
 )
 from fastserve.deploy.serve import HOST_POOL_CAP, HOST_POOL_FLOOR, host_pool_bytes
-from fastserve.deploy.simulate_cmd import add_engine_args, capacity_rate
 from fastserve.runtime.config import ServerConfig
 from fastserve.runtime.sched.cost_model import CostModel
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from fastserve.benchmarks.trace_timeline import read_traces, slowest
 from fastserve.deploy.cli import main
-from fastserve.deploy.trace_timeline import read_traces, slowest
 from fastserve.protocol.common import SamplingParams
 from fastserve.runtime.sched.job import Job, KVLocation
 from fastserve.runtime.sched.job_events import MAX_INFO_LEVEL_CHANGES, JobEvents

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fastserve.deploy.bench_report import save_figure
+from fastserve.benchmarks.bench_report import save_figure
 
 
 def queue_depth(requests: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, ...]:

@@ -5,7 +5,7 @@
     fastserve trace server.log req-3f2a1c-7               # that request's timeline
     fastserve trace server.log --json | jq .              # the same for tools
 
-The parsing and the breakdown live in `deploy/trace_timeline.py`.
+The parsing and the breakdown live in `benchmarks/trace_timeline.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 from contextlib import nullcontext
 from typing import Any
 
-from fastserve.deploy.trace_timeline import CATEGORIES, RequestTrace, read_traces, slowest
+from fastserve.benchmarks.trace_timeline import CATEGORIES, RequestTrace, read_traces, slowest
 
 
 def register(p: argparse.ArgumentParser) -> None:

@@ -33,24 +33,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastserve.deploy.bench_report import (
+from fastserve.benchmarks.bench_report import (
     compact_runs,
     comparison_table,
     real_summary,
     single_table,
     write_figure,
 )
-from fastserve.deploy.bench_timeline import write_queue_figure
-from fastserve.deploy.loadgen import RequestResult, check_local_url, replay
-from fastserve.deploy.loadgen_workload import (
-    add_workload_args,
-    build_workload,
-    describe_line,
-    resolve_workload_args,
-    workload_info,
-)
-from fastserve.deploy.profile_cmd import cached_cost_model
-from fastserve.deploy.simulate_cmd import (
+from fastserve.benchmarks.bench_timeline import write_queue_figure
+from fastserve.benchmarks.loadgen import RequestResult, check_local_url, replay
+from fastserve.benchmarks.profile_cmd import cached_cost_model
+from fastserve.benchmarks.simulate_cmd import (
     add_engine_args,
     engine_kwargs,
     mean_unloaded_jct,
@@ -59,6 +52,8 @@ from fastserve.deploy.simulate_cmd import (
     run_rate,
     run_sim,
 )
+from fastserve.benchmarks.workload_build import build_workload, describe_line, workload_info
+from fastserve.benchmarks.workload_options import add_workload_args, resolve_workload_args
 from fastserve.runtime.sched.registry import make_policy_from_spec
 from fastserve.runtime.sim.metrics import Reservoir, parse_goodput, vllm_names
 from fastserve.runtime.sim.workload import Request
@@ -211,7 +206,7 @@ def server_args(args: argparse.Namespace) -> list[str]:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from fastserve.deploy.bench_server import running_server
+    from fastserve.benchmarks.bench_server import running_server
 
     started = time.perf_counter()
     w = resolve_workload_args(args)

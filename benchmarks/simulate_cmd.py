@@ -21,15 +21,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from fastserve.deploy.bench_report import comparison_table, sim_summary, write_figure
-from fastserve.deploy.loadgen_workload import (
-    add_workload_args,
-    build_workload,
-    describe_line,
-    resolve_workload_args,
-    workload_info,
-)
-from fastserve.deploy.profile_cmd import cached_cost_model
+from fastserve.benchmarks.bench_report import comparison_table, sim_summary, write_figure
+from fastserve.benchmarks.profile_cmd import cached_cost_model
+from fastserve.benchmarks.workload_build import build_workload, describe_line, workload_info
+from fastserve.benchmarks.workload_options import add_workload_args, resolve_workload_args
 from fastserve.runtime.sched.cost_model import CostModel
 from fastserve.runtime.sched.registry import canonical_policy_spec, make_policy_from_spec
 from fastserve.runtime.sim.simulator import simulate, unloaded_jct

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fastserve.deploy.loadgen import RequestResult
+from fastserve.benchmarks.loadgen import RequestResult
 from fastserve.runtime.sim.metrics import SLO_METRICS, Reservoir, summarize
 from fastserve.runtime.sim.simulator import SimResult
 
