@@ -3,8 +3,8 @@
 This machine's speed drifts (two identical loaded runs differed by 1.5x in mean JCT on the
 same day), so policies are compared only within a pair: each pair starts one server per
 policy, in turn (the order alternating from pair to pair), with the server's default flags
-plus `--server-arg`s, replays the same workload, and stops it. Ratios to the first policy are taken pair by pair; the table
-quotes their median and range. Writes JSON.
+plus `--server-arg`s, replays the same workload, and stops it. Ratios to the first policy
+are taken pair by pair; the table quotes their median and range. Writes JSON.
 
     python benchmarks/policies_ab.py --policies fcfs,gittins:ignore_max_tokens=true \\
         --preset code --pairs 2
