@@ -67,5 +67,25 @@ def normalize_messages(value: Any) -> list[dict[str, Any]]:
             )
         clean = {"role": role, "content": _content_text(message.get("content"), where)}
         clean.update({k: message[k] for k in _PASSTHROUGH if message.get(k) is not None})
+        _check_passthrough(clean, where)
         messages.append(clean)
     return messages
+
+
+def _check_passthrough(message: dict[str, Any], where: str) -> None:
+    """`name` and `tool_call_id` are strings; `tool_calls` an array of objects (their
+    `function` is checked where the calls are rendered, see tool_request.py)."""
+    for key in ("name", "tool_call_id"):
+        if key in message and not isinstance(message[key], str):
+            raise RequestError(
+                f"`{where}.{key}` must be a string, got {json_type(message[key])}",
+                param=f"{where}.{key}",
+            )
+    calls = message.get("tool_calls")
+    if calls is None:
+        return
+    if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+        raise RequestError(
+            f"`{where}.tool_calls` must be an array of tool call objects, got {json_type(calls)}",
+            param=f"{where}.tool_calls",
+        )

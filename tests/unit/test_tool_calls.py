@@ -132,3 +132,20 @@ def test_forced_grammar_admits_exactly_a_call_to_the_tools(tmp_path):
         '<tool_call>\n{"name": "get_weather", "arguments": {"unit": "k"}}\n</tool_call>'
     )
     assert not accepts("Sure!")
+
+
+@pytest.mark.parametrize(
+    ("message", "needle"),
+    [
+        ({"role": "assistant", "content": "hi", "tool_calls": True}, "tool_calls` must be an array"),
+        ({"role": "assistant", "content": "hi", "tool_calls": [1]}, "tool_calls` must be an array"),
+        ({"role": "tool", "content": "1", "tool_call_id": 5}, "tool_call_id` must be a string"),
+        ({"role": "user", "content": "hi", "name": ["x"]}, "name` must be a string"),
+    ],
+)
+def test_malformed_message_tool_fields_are_400s(message, needle):
+    from fastserve.runtime.frontend.chat_messages import normalize_messages
+    from fastserve.runtime.frontend.errors import RequestError
+
+    with pytest.raises(RequestError, match=needle):
+        normalize_messages([message])
