@@ -18,12 +18,16 @@ from tests.server_harness import ServerProcess, descendants, server_args, stream
 
 pytestmark = pytest.mark.timeout(300)
 GREEDY = {"prompt": "hello world", "max_tokens": 16, "temperature": 0, "ignore_eos": True}
-LONG = {"prompt": "x " * 20, "max_tokens": 200, "temperature": 0, "ignore_eos": True}
+# Long enough (thousands of tokens) that no stream can finish before the kill lands, even
+# with the tiny model decoding in well under a millisecond a token.
+LONG = {"prompt": "x " * 20, "max_tokens": 4000, "temperature": 0, "ignore_eos": True}
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    return make_tiny_llama_dir(tmp_path_factory.mktemp("tiny") / "model")
+    return make_tiny_llama_dir(
+        tmp_path_factory.mktemp("tiny") / "model", max_position_embeddings=4096
+    )
 
 
 def pid_of(server: ServerProcess, name: str) -> int:
@@ -50,7 +54,9 @@ async def complete(session: aiohttp.ClientSession, url: str, body: dict) -> tupl
 
 
 def test_killed_worker_mid_stream_heals(tiny_dir, tmp_path):
-    with ServerProcess(server_args(tiny_dir, "--no-auto-profile"), tmp_path) as server:
+    # Room for three 4k-token streams (the harness's defaults hold 1k tokens).
+    room = ["--max-model-len", "4096", "--num-device-blocks", "4096"]
+    with ServerProcess(server_args(tiny_dir, "--no-auto-profile", *room), tmp_path) as server:
         frontend, worker = pid_of(server, "frontend"), pid_of(server, "worker-0")
 
         async def scenario() -> dict:
