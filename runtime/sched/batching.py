@@ -117,15 +117,11 @@ def pick_batch(
     blocks_left = free_blocks
     started = sum(1 for job in jobs if job.started)
     for job in jobs:
-        if job.in_flight:
+        if not _may_run(job, include_offloaded):
             continue
         location = job.location
-        if location is KVLocation.DEVICE or location is KVLocation.NONE:
-            held = device_blocks_held(job)
-        elif include_offloaded and location is KVLocation.HOST:
-            held = job.num_kept_blocks  # the rest of its blocks must come back
-        else:
-            continue
+        # An offloaded job holds only its kept shared blocks: the rest must come back.
+        held = job.num_kept_blocks if location is KVLocation.HOST else device_blocks_held(job)
         cached = cost = 0
         if prefix is not None and location is KVLocation.NONE and job.num_computed == 0:
             cached, cost = prefix(job)

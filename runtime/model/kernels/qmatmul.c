@@ -210,10 +210,9 @@ static void matmul(row_fn row, quad_fn quad, rows_fn rows, const uint8_t *qs, in
         for (int64_t r0 = 0; r0 < M; r0 += 4) {
             const int64_t R = M - r0 < 4 ? M - r0 : 4;
             for (int64_t i = n; i < n1; i++) {
-                const int64_t n = i;
-                row(qs + n * row_bytes, d + n * nb, m ? m + n * nb : 0, x + r0 * K, K, R, out);
-                const float b = bias ? bias[n] : 0.0f;
-                for (int64_t r = 0; r < R; r++) y[(r0 + r) * N + n] = out[r] + b;
+                row(qs + i * row_bytes, d + i * nb, m ? m + i * nb : 0, x + r0 * K, K, R, out);
+                const float b = bias ? bias[i] : 0.0f;
+                for (int64_t r = 0; r < R; r++) y[(r0 + r) * N + i] = out[r] + b;
             }
         }
     }
