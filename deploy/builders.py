@@ -84,9 +84,13 @@ async def build_scheduler(cfg: ServerConfig, ctx: zmq.asyncio.Context, rank: int
     ep = cfg.endpoints
     workers = cfg.parallel.tp * cfg.parallel.pp
     core = make_scheduler_core(cfg, num_swap_ackers=workers)
+    inbox, ticks = ZmqInbox(ctx, ep.scheduler_in), ZmqOutbox(ctx, ep.ticks, "pub")
+    # Ready only once every worker hears the ticks: the frontend's first request follows
+    # readiness at once after a restart, and a tick no worker heard would never finish.
+    await ticks.wait_for_subscribers(workers)
     actor = SchedulerActor(
-        ZmqInbox(ctx, ep.scheduler_in),
-        ZmqOutbox(ctx, ep.ticks, "pub"),
+        inbox,
+        ticks,
         ZmqOutbox(ctx, ep.frontend_in),
         ZmqOutbox(ctx, ep.cache_in),
         core,
@@ -163,7 +167,7 @@ def make_runner(cfg: ServerConfig, rank: int = 0) -> ModelRunner:
         pp=pp,
     )
     if layout.world > 1:
-        # Once any worker says it is ready, all have subscribed to ticks and loaded.
+        # Once any worker says it is ready, every rank has loaded.
         torch.distributed.barrier()
     return runner
 

@@ -64,7 +64,13 @@ class ZmqInbox(Inbox):
 
 
 class ZmqOutbox(Outbox):
-    """A PUSH socket connected to a peer's PULL, or a bound PUB socket."""
+    """A PUSH socket connected to a peer's PULL, or a bound publisher.
+
+    The publisher is an XPUB socket so that it can tell when its subscribers have joined:
+    a PUB drops whatever it sends before a subscription arrives, and a subscriber that
+    connected to the address before it was bound (a restarted scheduler) only retries
+    every reconnect interval.
+    """
 
     def __init__(self, ctx: zmq.asyncio.Context, address: str, kind: str = "push") -> None:
         if kind not in ("push", "pub"):
@@ -78,7 +84,8 @@ class ZmqOutbox(Outbox):
             sock = self._ctx.socket(zmq.PUSH)
             sock.connect(self._address)
         else:
-            sock = self._ctx.socket(zmq.PUB)
+            sock = self._ctx.socket(zmq.XPUB)
+            sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscriber's join, not the first
             sock.bind(self._address)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.LINGER, 1000)
@@ -86,6 +93,16 @@ class ZmqOutbox(Outbox):
 
     async def send(self, message: Any) -> None:
         await self._sock.send(self._codec.encode(message), copy=False)
+
+    async def wait_for_subscribers(self, count: int) -> None:
+        """Return once `count` subscribers have joined this publisher (none sent before
+        then is lost). The caller bounds the wait: the supervisor's readiness timeout."""
+        if self._kind != "pub":
+            raise ValueError("only a publishing outbox has subscribers")
+        joined = 0
+        while joined < count:
+            frame = await self._sock.recv()
+            joined += frame[:1] == b"\x01"  # 1: subscribe, 0: unsubscribe
 
     def reset(self) -> None:
         """A fresh PUSH socket to the same address, the old one closed without linger.
