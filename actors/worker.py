@@ -8,12 +8,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from fastserve.protocol.common import BlockCopy, CopyDirection, TokenLogprobs
+from fastserve.protocol.common import BlockCopy, CopyDirection
 from fastserve.protocol.to_scheduler import SampledToken, StepFailed, StepResult, SwapDone
 from fastserve.protocol.to_worker import TickPlan
 from fastserve.runtime.actor import Actor
 from fastserve.runtime.transport import Inbox, Outbox
-from fastserve.runtime.worker_state import StepEntry, WorkerJobTable
+from fastserve.runtime.worker_state import BatchEntry, WorkerJobTable
 
 
 class CopyHandle(Protocol):
@@ -22,21 +22,10 @@ class CopyHandle(Protocol):
     def done(self) -> bool: ...
 
 
-class Sampled(Protocol):
-    """A token the runner sampled."""
-
-    request_id: str
-    token_id: int
-    logprob: float
-    top_ids: list[int]
-    top_logprobs: list[float]
-    prompt: TokenLogprobs | None
-
-
 class Runner(Protocol):
     """What the worker needs of the model runner (`runtime.model.runner.ModelRunner`)."""
 
-    def execute(self, entries: list[StepEntry]) -> list[Sampled]:
+    def execute(self, entries: list[BatchEntry]) -> list[SampledToken]:
         """Run one batch; a token for each entry with sample=True, in entry order."""
         ...
 
@@ -139,16 +128,10 @@ class WorkerActor(Actor):
             return
         elapsed = time.perf_counter() - start
         if self.reports_tokens:
-            tokens = [
-                SampledToken(
-                    t.request_id, t.token_id, t.logprob, t.top_ids, t.top_logprobs, t.prompt
-                )
-                for t in sampled
-            ]
             waited = self.runner.swap_wait_s - self._swap_wait_seen
             self._swap_wait_seen = self.runner.swap_wait_s
             await self.to_scheduler.send(
-                StepResult(plan.tick, self.rank, tokens, elapsed, swap_wait_s=waited)
+                StepResult(plan.tick, self.rank, sampled, elapsed, swap_wait_s=waited)
             )
         self.log.debug(
             "tick_done",

@@ -1,8 +1,8 @@
 """What a worker remembers of each job between ticks, and how a tick updates it.
 
 Pure bookkeeping (no tensors): the scheduler sends each job's data once and only diffs
-after; this table replays those diffs into the token ids, positions and block tables
-that the model runner needs for the tick.
+after; this table replays those diffs into the `BatchEntry`s the model runner executes.
+`BatchEntry` lives here, torch-free, so the table (and its tests) need no model code.
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ class WorkerJob:
 
 
 @dataclass
-class StepEntry:
-    """One job's work in this tick, ready for the model runner."""
+class BatchEntry:
+    """One job's share of a batch: what the model runner computes for it this call."""
 
     request_id: str  # job
-    token_ids: list[int]  # tokens to compute now (a prompt chunk, or the last sampled token)
-    start_pos: int  # position of token_ids[0] (= tokens already cached)
-    block_table: list[int]  # device blocks covering start_pos + len(token_ids) tokens
-    sample: bool  # sample a token after this chunk
-    sampling: SamplingParams  # sampling parameters
-    num_generated: int  # tokens generated so far (for min_tokens)
+    token_ids: list[int]  # tokens to compute now: a prompt chunk, or the 1 last sampled token
+    start_pos: int  # position of token_ids[0] (= tokens of this job already in its KV cache)
+    block_table: list[int]  # device block ids covering at least start_pos + len(token_ids)
+    sample: bool = True  # sample a next token after this chunk
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    num_generated: int = 0  # tokens this job has generated so far (min_tokens)
 
 
 class WorkerJobTable:
@@ -43,7 +43,7 @@ class WorkerJobTable:
     def __init__(self) -> None:
         self.jobs: dict[str, WorkerJob] = {}
 
-    def apply(self, plan: TickPlan) -> list[StepEntry]:
+    def apply(self, plan: TickPlan) -> list[BatchEntry]:
         """Forget released jobs, learn new ones, and build this tick's entries."""
         for rid in plan.released:
             self.jobs.pop(rid, None)
@@ -72,7 +72,7 @@ class WorkerJobTable:
                     f"{start}, worker has {len(job.token_ids)}"
                 )
             entries.append(
-                StepEntry(
+                BatchEntry(
                     sched.request_id,
                     chunk,
                     start,

@@ -11,22 +11,13 @@ only while their prompt is prefilled for the first time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 
-from fastserve.protocol.common import SamplingParams, TokenLogprobs
+from fastserve.protocol.common import TokenLogprobs
+from fastserve.runtime.worker_state import BatchEntry
 
 _ROWS_PER_SLICE = 256  # bounds the float32 log-softmax temporaries to 256 x vocab
-
-
-class PromptEntry(Protocol):
-    request_id: str
-    token_ids: list[int]
-    start_pos: int
-    sample: bool
-    sampling: SamplingParams
-    num_generated: int
 
 
 @dataclass
@@ -45,10 +36,10 @@ class PromptLogprobs:
         self._delivered: set[str] = set()
 
     @staticmethod
-    def asked(entry: PromptEntry) -> bool:
+    def asked(entry: BatchEntry) -> bool:
         return entry.sampling.prompt_logprobs is not None and entry.num_generated == 0
 
-    def rows(self, entry: PromptEntry) -> list[int]:
+    def rows(self, entry: BatchEntry) -> list[int]:
         """Offsets inside the entry's chunk whose logits this job needs (besides its
         sampling row); [] for jobs that did not ask."""
         if not self.asked(entry) or entry.request_id in self._delivered:
@@ -58,7 +49,7 @@ class PromptLogprobs:
         end = s + n - 1 if entry.sample else s + n  # the sampling row predicts the output
         return [p - s for p in range(max(s, done), end)]
 
-    def add(self, entry: PromptEntry, offsets: list[int], logits: torch.Tensor) -> None:
+    def add(self, entry: BatchEntry, offsets: list[int], logits: torch.Tensor) -> None:
         """Record a chunk: `logits[i]` are the raw logits at offset `offsets[i]`."""
         if not self.asked(entry) or entry.request_id in self._delivered:
             return

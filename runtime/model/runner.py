@@ -2,20 +2,21 @@
 
 It owns the model shard, the device and host KV pools, the block swapper and the sampler.
 It keeps no per-request token state: each call says, per job, which tokens to compute,
-where the job's KV lives (block table) and whether to sample.
+where the job's KV lives (block table) and whether to sample (a `BatchEntry`, the type the
+worker's job table builds). It returns the protocol's `SampledToken`s, which the worker
+reports as they are.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import torch
 
-from fastserve.protocol.common import BlockCopy, SamplingParams, TokenLogprobs
+from fastserve.protocol.common import BlockCopy
+from fastserve.protocol.to_scheduler import SampledToken
 from fastserve.runtime.kv.pools import DeviceKVPool, HostKVPool
 from fastserve.runtime.kv.spec import KVCacheSpec
 from fastserve.runtime.kv.swapper import BlockSwapper, SwapHandle
@@ -26,6 +27,7 @@ from fastserve.runtime.model.llama import LlamaModel
 from fastserve.runtime.model.parallel import PPStage, TPGroup
 from fastserve.runtime.model.prompt_logprobs import PromptLogprobs
 from fastserve.runtime.model.sampling import Sampler, SampleRequest
+from fastserve.runtime.worker_state import BatchEntry
 
 _DTYPES = {
     "float32": torch.float32,
@@ -52,43 +54,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-@dataclass
-class BatchEntry:
-    """One job's share of a batch."""
-
-    request_id: str
-    token_ids: list[int]  # tokens to compute now: a prompt chunk, or the 1 last sampled token
-    start_pos: int  # tokens of this job already in its KV cache
-    block_table: list[int]  # device block ids covering at least start_pos + len(token_ids)
-    sample: bool = True  # sample a next token after this chunk
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    num_generated: int = 0  # tokens this job has generated so far (min_tokens)
-
-
-class EntryLike(Protocol):
-    """Anything shaped like a BatchEntry (e.g. the worker's own StepEntry)."""
-
-    request_id: str
-    token_ids: list[int]
-    start_pos: int
-    block_table: list[int]
-    sample: bool
-    sampling: SamplingParams
-    num_generated: int
-
-
-@dataclass
-class SampledToken:
-    request_id: str
-    token_id: int
-    logprob: float  # log-probability of token_id under the (temperature-scaled) distribution
-    top_ids: list[int] = field(default_factory=list)  # sampling.top_logprobs likeliest ids
-    top_logprobs: list[float] = field(default_factory=list)  # their log-probabilities
-    prompt: TokenLogprobs | None = None  # with sampling.prompt_logprobs, on the first token
-
-
 # A forward's extra logit rows for prompt log-probabilities: (entry, chunk offsets, logits).
-PromptRows = list[tuple["EntryLike", list[int], torch.Tensor]]
+PromptRows = list[tuple[BatchEntry, list[int], torch.Tensor]]
 
 
 class ModelRunner:
@@ -153,14 +120,14 @@ class ModelRunner:
         """Whether this rank computes logits and samples (the last pipeline stage)."""
         return self.pp.is_last
 
-    def execute(self, entries: Sequence[EntryLike]) -> list[SampledToken]:
+    def execute(self, entries: Sequence[BatchEntry]) -> list[SampledToken]:
         """Run one batch; return a token for each entry with sample=True, in entry order
         (nothing on a pipeline stage before the last: it only passes activations on)."""
         logits, sampled, prompt_rows = self._run(entries)
         return self._sample(logits, sampled, prompt_rows)
 
     def execute_with_logprobs(
-        self, entries: Sequence[EntryLike]
+        self, entries: Sequence[BatchEntry]
     ) -> tuple[list[SampledToken], torch.Tensor]:
         """Like execute, plus the full log-softmax of the raw last-position logits
         ([n_sampled, vocab] float32 on the CPU), e.g. for near-tie checks in tests."""
@@ -185,15 +152,15 @@ class ModelRunner:
         self.pp.wait_sends()
         self.swapper.close()
 
-    def _forward(self, entries: Sequence[EntryLike]) -> tuple[torch.Tensor, list[EntryLike]]:
+    def _forward(self, entries: Sequence[BatchEntry]) -> tuple[torch.Tensor, list[BatchEntry]]:
         """The batch's forward: logits of the sampled entries, in caller order."""
         logits, sampled, _ = self._run(entries)
         return logits, sampled
 
     @torch.inference_mode()
     def _run(
-        self, entries: Sequence[EntryLike]
-    ) -> tuple[torch.Tensor, list[EntryLike], PromptRows]:
+        self, entries: Sequence[BatchEntry]
+    ) -> tuple[torch.Tensor, list[BatchEntry], PromptRows]:
         """_forward, plus the logits of the prompt positions of the jobs that asked for
         prompt log-probabilities (only theirs: other jobs' rows never reach the head)."""
         if not entries:
@@ -204,7 +171,7 @@ class ModelRunner:
         ids: list[int] = []
         rows: list[int] = []
         extra_rows: list[int] = []
-        asked: list[tuple[EntryLike, list[int]]] = []
+        asked: list[tuple[BatchEntry, list[int]]] = []
         for e in ordered:
             if not e.token_ids:
                 raise ValueError(f"{e.request_id}: batch entry with no tokens")
@@ -249,7 +216,7 @@ class ModelRunner:
 
     @torch.inference_mode()
     def _sample(
-        self, logits: torch.Tensor, sampled: list[EntryLike], prompt_rows: PromptRows | None = None
+        self, logits: torch.Tensor, sampled: list[BatchEntry], prompt_rows: PromptRows | None = None
     ) -> list[SampledToken]:
         for e, offsets, rows in prompt_rows or []:
             self.prompt_logprobs.add(e, offsets, rows)

@@ -51,8 +51,9 @@ from fastserve.runtime.sched.job import Job, KVLocation
 
 
 @dataclass(slots=True)
-class BatchEntry:
-    """One job's part of an iteration."""
+class BatchPick:
+    """One job's part of an iteration, as the scheduler picks it (the workers get it as a
+    `ScheduledJob` diff; the model runner as a `BatchEntry`)."""
 
     job: Job
     num_new_tokens: int  # tokens fed this iteration (prefill chunk, or 1 for a decode)
@@ -106,9 +107,9 @@ def pick_batch(
     max_started: int | None = None,
     prefix: PrefixLookup | None = None,
     solo_max_tokens: int | None = None,
-) -> list[BatchEntry]:
+) -> list[BatchPick]:
     """The entries of the next iteration, in priority order (see the module doc)."""
-    entries: list[BatchEntry] = []
+    entries: list[BatchPick] = []
     jobs = list(order)
     lone = sum(1 for job in jobs if _may_run(job, include_offloaded)) == 1
     if lone and solo_max_tokens is not None and solo_max_tokens > max_tokens:
@@ -145,7 +146,7 @@ def pick_batch(
             if max_started is not None and started >= max_started:
                 continue
             started += 1
-        entries.append(BatchEntry(job, n, prefill, need, cached))
+        entries.append(BatchPick(job, n, prefill, need, cached))
         tokens_left -= n
         blocks_left -= need + cost
         if len(entries) >= max_jobs or tokens_left <= 0:

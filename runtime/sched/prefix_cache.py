@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 from fastserve.runtime.kv.allocator import KVBlockPool
 from fastserve.runtime.kv.prefix_hash import extend_block_hashes
-from fastserve.runtime.sched.batching import BatchEntry
+from fastserve.runtime.sched.batching import BatchPick
 from fastserve.runtime.sched.job import Job
 
 
@@ -71,7 +71,7 @@ class PrefixCache:
         job.cached_tokens = len(blocks) * self.block_size
         return job.cached_tokens, self.pool.share_cost(blocks)
 
-    def attach(self, entries: Sequence[BatchEntry]) -> None:
+    def attach(self, entries: Sequence[BatchPick]) -> None:
         """Hand each starting entry its cached blocks; call before allocating the tick's
         blocks, and once per pick_batch (the look-ups are only valid until then)."""
         for entry in entries:

@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 
 from fastserve.runtime.kv.allocator import KVBlockPool
-from fastserve.runtime.sched.batching import BatchEntry
+from fastserve.runtime.sched.batching import BatchPick
 from fastserve.runtime.sched.job import Job, KVLocation
 
 
@@ -36,7 +36,7 @@ class SimKVCache:
         moved, self.blocks_moved = self.blocks_moved, 0
         return moved
 
-    def grow(self, entries: Sequence[BatchEntry]) -> None:
+    def grow(self, entries: Sequence[BatchPick]) -> None:
         """Allocate the blocks each entry needs for this iteration's tokens."""
         for entry in entries:
             job = entry.job
@@ -55,7 +55,7 @@ class SimKVCache:
 
     def make_room(
         self,
-        wanted: Sequence[BatchEntry],
+        wanted: Sequence[BatchPick],
         order: Sequence[Job],
         max_offload: float = math.inf,
         max_upload: float = math.inf,
