@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import zmq.asyncio
@@ -16,6 +14,7 @@ from fastserve.runtime.actor import Actor
 from fastserve.runtime.config import ServerConfig, solo_batch_tokens
 from fastserve.runtime.kv.allocator import KVBlockPool
 from fastserve.runtime.kv.swap_planner import ProactiveSwapPlanner
+from fastserve.runtime.model.config import ModelConfig
 from fastserve.runtime.sched.registry import make_policy
 from fastserve.runtime.sched.scheduler_core import BatchLimits, SchedulerCore
 from fastserve.runtime.zmq_transport import ZmqInbox, ZmqOutbox
@@ -24,20 +23,6 @@ if TYPE_CHECKING:
     from fastserve.runtime.model.runner import ModelRunner
 
 Built = tuple[Actor, dict[str, str]]
-
-
-def eos_token_ids(model_dir: str) -> tuple[int, ...]:
-    """EOS ids from generation_config.json, else config.json."""
-    ids: set[int] = set()
-    for name in ("generation_config.json", "config.json"):
-        path = Path(model_dir) / name
-        if path.exists():
-            value = json.loads(path.read_text()).get("eos_token_id")
-            if isinstance(value, int):
-                ids.add(value)
-            elif isinstance(value, list):
-                ids.update(int(v) for v in value)
-    return tuple(sorted(ids))
 
 
 def make_scheduler_core(cfg: ServerConfig, num_swap_ackers: int) -> SchedulerCore:
@@ -59,7 +44,7 @@ def make_scheduler_core(cfg: ServerConfig, num_swap_ackers: int) -> SchedulerCor
         limits,
         KVBlockPool(cfg.cache.num_device_blocks, "device"),
         KVBlockPool(cfg.cache.num_host_blocks, "host"),
-        eos_token_ids(cfg.model),
+        tuple(ModelConfig.from_model_dir(cfg.model).eos_token_ids),
         num_swap_ackers=num_swap_ackers,
         service_shares=cost_model.service_shares,
         prefix_caching=cfg.scheduler.prefix_caching,
@@ -69,15 +54,13 @@ def make_scheduler_core(cfg: ServerConfig, num_swap_ackers: int) -> SchedulerCor
 def kv_block_bytes(cfg: ServerConfig) -> int:
     """Bytes one KV block takes summed over every worker (what moving a block copies in
     all, for the swap-bytes metrics); 0 when the model's geometry or dtype is unknown."""
-    from fastserve.deploy.serve import kv_bytes_per_block
+    from fastserve.deploy.serve import kv_spec
 
-    par = cfg.parallel
     try:
-        model, block = Path(cfg.model), cfg.cache.block_size
-        per_rank = kv_bytes_per_block(model, block, cfg.dtype, par.tp, par.pp)
+        per_rank = kv_spec(cfg).bytes_per_block
     except (KeyError, OSError, ValueError):
         return 0
-    return per_rank * par.tp * par.pp
+    return per_rank * cfg.parallel.tp * cfg.parallel.pp
 
 
 async def build_scheduler(cfg: ServerConfig, ctx: zmq.asyncio.Context, rank: int) -> Built:
@@ -138,7 +121,6 @@ def make_runner(cfg: ServerConfig, rank: int = 0) -> ModelRunner:
     import torch  # only workers pay for importing torch
 
     from fastserve.runtime import dist
-    from fastserve.runtime.model.config import ModelConfig
     from fastserve.runtime.model.runner import ModelRunner, resolve_device
 
     torch.manual_seed(cfg.seed)

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastserve.deploy.healing import RestartPolicy
 from fastserve.deploy.supervisor import ChildSpec, ServerFailure, Supervisor
 from fastserve.runtime.config import Endpoints, ServerConfig
 from fastserve.runtime.logging import configure_logging, get_logger
+from fastserve.runtime.model.config import ModelConfig
 
-_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-
-
-def kv_bytes_per_block(
-    model_dir: Path, block_size: int, dtype: str, tp: int = 1, pp: int = 1
-) -> int:
-    """Bytes one KV block takes on one worker (its share of layers and KV heads)."""
-    hf = json.loads((model_dir / "config.json").read_text())
-    heads = hf["num_attention_heads"]
-    kv_heads = hf.get("num_key_value_heads", heads)
-    head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
-    layers = -(-hf["num_hidden_layers"] // pp)
-    kv_heads_per_rank = -(-kv_heads // tp)
-    return 2 * layers * kv_heads_per_rank * head_dim * block_size * _DTYPE_BYTES[dtype]
+if TYPE_CHECKING:  # imported where the pools are sized: it imports torch
+    from fastserve.runtime.kv.spec import KVCacheSpec
 
 
 def prepare(cfg: ServerConfig) -> ServerConfig:
@@ -40,24 +28,35 @@ def prepare(cfg: ServerConfig) -> ServerConfig:
     model_dir = resolve_model_dir(cfg.model or None)
     cfg.model = str(model_dir)
     cfg.served_model_name = cfg.served_model_name or served_model_name(model_dir)
-    hf = json.loads((model_dir / "config.json").read_text())
-    context = int(hf.get("max_position_embeddings", 2048))
+    model = ModelConfig.from_model_dir(model_dir)
+    context = model.max_position_embeddings
     cfg.max_model_len = min(cfg.max_model_len, context) if cfg.max_model_len else context
     cfg.device, cfg.dtype = resolve_device_dtype(cfg.device, cfg.dtype)
     cfg.scheduler.resolve_batch_limits(cfg.device)
-    per_block = kv_bytes_per_block(
-        model_dir, cfg.cache.block_size, cfg.dtype, cfg.parallel.tp, cfg.parallel.pp
-    )
+    spec = kv_spec(cfg, model)  # raises here, before spawning, if tp does not split the heads
     if cfg.cache.num_device_blocks == 0:
-        cfg.cache.num_device_blocks = int(cfg.cache.device_kv_gib * 2**30 // per_block)
+        cfg.cache.num_device_blocks = spec.blocks_for_gib(cfg.cache.device_kv_gib)
     if cfg.cache.num_host_blocks is None:
         workers_here = cfg.parallel.tp * cfg.parallel.pp
-        cfg.cache.num_host_blocks = host_pool_bytes(workers_here) // per_block
+        cfg.cache.num_host_blocks = spec.blocks_for_bytes(host_pool_bytes(workers_here))
     if not cfg.endpoints.scheduler_in:
         cfg.endpoints = Endpoints.fresh_ipc()
     if cfg.parallel.tp * cfg.parallel.pp > 1 and cfg.parallel.dist_port == 0:
         cfg.parallel.dist_port = free_tcp_port(cfg.parallel.dist_host)
     return cfg
+
+
+def kv_spec(cfg: ServerConfig, model: ModelConfig | None = None) -> KVCacheSpec:
+    """One worker's KV block under `cfg` (its largest rank's share of layers and heads):
+    what both pools are sized by, and what the swap-bytes metrics count."""
+    from fastserve.runtime.kv.spec import KVCacheSpec
+    from fastserve.runtime.model.device_caps import resolve_dtype
+
+    model = model or ModelConfig.from_model_dir(cfg.model)
+    par = cfg.parallel
+    return KVCacheSpec.for_layout(
+        model, cfg.cache.block_size, resolve_dtype(cfg.dtype), par.tp, par.pp
+    )
 
 
 HOST_POOL_SHARE = 0.25  # of the host memory free at start-up, for every worker's host pool

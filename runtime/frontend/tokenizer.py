@@ -1,8 +1,8 @@
 """The model's tokenizer: encode/decode with `tokenizers`, chat template, EOS ids, context.
 
 Reads a Hugging Face style model folder: tokenizer.json, tokenizer_config.json (chat
-template, bos/eos strings), config.json (context length, EOS id) and, when present,
-generation_config.json (extra EOS ids) and chat_template.jinja (newer HF layout).
+template, bos/eos strings), chat_template.jinja when present (newer HF layout), and the
+context length and EOS ids through `ModelConfig`, the engine's one reader of config.json.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import llguidance
 
 from fastserve.runtime.frontend.chat_template import ChatTemplate, pick_template_source
+from fastserve.runtime.model.config import ModelConfig
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -37,21 +38,13 @@ def _token_string(value: Any) -> str:
     return ""
 
 
-def _as_id_list(value: Any) -> list[int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return [value]
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
-    return []
-
-
 @dataclass(frozen=True)
 class ModelInfo:
     """Facts about the model the frontend needs besides the tokenizer."""
 
-    max_model_len: int | None  # config.json max_position_embeddings
-    eos_token_ids: tuple[int, ...]  # every id that ends generation (config, generation config)
-    model_type: str | None = None  # config.json model_type: the family (tool call format)
+    max_model_len: int  # ModelConfig.max_position_embeddings
+    eos_token_ids: tuple[int, ...]  # ModelConfig.eos_token_ids (config, generation config)
+    model_type: str | None = None  # ModelConfig.model_type: the family (tool call format)
 
 
 class ModelTokenizer:
@@ -156,15 +149,11 @@ class ModelTokenizer:
 
 
 def read_model_info(model_dir: str | Path) -> ModelInfo:
-    root = Path(model_dir).expanduser()
-    cfg = _read_json(root / "config.json")
-    gen = _read_json(root / "generation_config.json")
-    eos: list[int] = []
-    for value in (cfg.get("eos_token_id"), gen.get("eos_token_id")):
-        eos.extend(i for i in _as_id_list(value) if i not in eos)
-    ctx = cfg.get("max_position_embeddings")
-    ctx = ctx if isinstance(ctx, int) and not isinstance(ctx, bool) and ctx > 0 else None
-    kind = cfg.get("model_type")
+    """The model's facts as the engine reads them (`ModelConfig`: config.json, and
+    generation_config.json's extra EOS ids), so the frontend and the workers agree."""
+    cfg = ModelConfig.from_model_dir(Path(model_dir).expanduser())
     return ModelInfo(
-        max_model_len=ctx, eos_token_ids=tuple(eos), model_type=kind if isinstance(kind, str) else None
+        max_model_len=cfg.max_position_embeddings,
+        eos_token_ids=tuple(cfg.eos_token_ids),
+        model_type=cfg.model_type,
     )

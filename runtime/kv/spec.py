@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from fastserve.runtime.model.config import ModelConfig
+from fastserve.runtime.model.parallel import split_layers
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,16 @@ class KVCacheSpec:
             block_size=block_size,
             dtype=dtype,
         )
+
+    @classmethod
+    def for_layout(
+        cls, config: ModelConfig, block_size: int, dtype: torch.dtype, tp: int = 1, pp: int = 1
+    ) -> KVCacheSpec:
+        """The block of the largest rank of a tp x pp layout: the stage with the most layers
+        (the first: earlier stages take the remainder). Block ids are the same on every
+        rank, so this rank's block is what a memory budget per worker must fit."""
+        most = max(end - start for start, end in split_layers(config.num_layers, pp))
+        return cls.for_model(config, block_size, dtype, tp, most)
 
     @property
     def dtype_size(self) -> int:

@@ -22,29 +22,13 @@ from fastserve.runtime.kv.spec import KVCacheSpec
 from fastserve.runtime.kv.swapper import BlockSwapper, SwapHandle
 from fastserve.runtime.model.attention import SeqInput, build_metadata
 from fastserve.runtime.model.config import ModelConfig
+from fastserve.runtime.model.device_caps import resolve_dtype
 from fastserve.runtime.model.grammar import GrammarBook
 from fastserve.runtime.model.llama import LlamaModel
 from fastserve.runtime.model.parallel import PPStage, TPGroup
 from fastserve.runtime.model.prompt_logprobs import PromptLogprobs
 from fastserve.runtime.model.sampling import Sampler, SampleRequest
 from fastserve.runtime.worker_state import BatchEntry
-
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
-    return _DTYPES[dtype]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -21,22 +21,35 @@ def test_block_bytes_and_budget():
     assert bf16.bytes_per_block * 2 == SPEC.bytes_per_block
 
 
+CONFIG_30_LAYERS = {
+    "model_type": "llama",
+    "vocab_size": 10,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+}
+
+
 def test_spec_for_model_splits_kv_heads_over_tp():
-    cfg = ModelConfig.from_dict(
-        {
-            "model_type": "llama",
-            "vocab_size": 10,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 30,
-            "num_attention_heads": 8,
-            "num_key_value_heads": 4,
-        }
-    )
+    cfg = ModelConfig.from_dict(CONFIG_30_LAYERS)
     spec = KVCacheSpec.for_model(cfg, 16, torch.bfloat16, tp_size=2)
     assert (spec.num_layers, spec.num_kv_heads, spec.head_dim) == (30, 2, 8)
     with pytest.raises(ValueError):
         KVCacheSpec.for_model(cfg, 16, torch.bfloat16, tp_size=3)
+
+
+def test_spec_for_layout_is_the_largest_rank():
+    cfg = ModelConfig.from_dict(CONFIG_30_LAYERS)
+    spec = KVCacheSpec.for_layout(cfg, 16, torch.float32, tp=2, pp=4)  # stages of 8, 8, 7, 7
+    assert (spec.num_layers, spec.num_kv_heads) == (8, 2)
+    assert spec.bytes_per_block == 2 * 8 * 2 * 8 * 16 * 4
+    assert KVCacheSpec.for_layout(cfg, 16, torch.float32) == KVCacheSpec.for_model(
+        cfg, 16, torch.float32
+    )
+    with pytest.raises(ValueError):
+        KVCacheSpec.for_layout(cfg, 16, torch.float32, tp=3)
 
 
 def test_pool_views_have_per_layer_shapes_and_alias_storage():

@@ -105,6 +105,25 @@ def test_prepare_fills_dtype_limits_and_a_host_pool(tmp_path) -> None:
     assert cfg.scheduler.max_batch_jobs == 16 and cfg.cache.num_host_blocks > 0
 
 
+def test_prepare_sizes_both_pools_by_one_kv_spec(tmp_path) -> None:
+    from fastserve.deploy.builders import kv_block_bytes
+    from fastserve.deploy.serve import kv_spec, prepare
+    from tests.model_fixtures import make_tiny_llama_dir
+
+    model = str(make_tiny_llama_dir(tmp_path / "tiny"))  # 2 layers, 2 kv heads of 16
+    cfg = ServerConfig(model=model, dtype="float32", device="cpu")
+    cfg.cache.device_kv_gib = 0.01
+    cfg = prepare(cfg)
+    spec = kv_spec(cfg)
+    assert spec.bytes_per_block == 2 * 2 * 2 * 16 * cfg.cache.block_size * 4
+    assert cfg.cache.num_device_blocks == int(0.01 * 2**30) // spec.bytes_per_block
+    assert kv_block_bytes(cfg) == spec.bytes_per_block
+    bad = ServerConfig(model=model, dtype="float32", device="cpu")
+    bad.parallel.tp = 3  # 2 kv heads: refused before any process is spawned
+    with pytest.raises(ValueError, match="tp=3"):
+        prepare(bad)
+
+
 def test_auto_dtype_follows_native_bf16(monkeypatch) -> None:
     import torch
 
