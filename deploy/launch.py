@@ -25,6 +25,8 @@ import zmq
 from fastserve.deploy.cluster import ClusterError, ClusterSpec, node_children, node_config
 from fastserve.deploy.healing import RestartPolicy
 from fastserve.deploy.supervisor import ServerFailure, Supervisor
+from fastserve.protocol.codec import Codec, ProtocolError
+from fastserve.protocol.control import NodeAlive, NodeDown
 from fastserve.runtime.logging import configure_logging, get_logger
 
 _BEAT_S = 0.5
@@ -43,11 +45,12 @@ class Heartbeat(threading.Thread):
         self._down: str | None = None  # this node's own failure, to announce
         self._halt = threading.Event()
         self._ctx = zmq.Context()
+        self._codec = Codec()  # the beats are protocol messages: a peer of other code fails loudly
         self.log = get_logger()
 
     def announce_down(self, reason: str) -> None:
         self._down = reason
-        self._send(f"down {self.node_rank} {reason}")
+        self._send(NodeDown(self.node_rank, reason))
         time.sleep(2 * _BEAT_S)  # let it leave (and node 0 relay it) before we close
 
     def stop(self) -> None:
@@ -77,11 +80,10 @@ class Heartbeat(threading.Thread):
             while not self._halt.is_set() and self.failure is None:
                 now = time.monotonic()
                 if now >= next_beat:
-                    state = "ready" if self.ready.is_set() else "starting"
-                    self._send(f"alive {self.node_rank} {state}")
+                    self._send(NodeAlive(self.node_rank, self.ready.is_set()))
                     next_beat = now + _BEAT_S
                 if inp.poll(int(_BEAT_S * 1000 / 2)):
-                    self._on_message(inp.recv_string(), last_seen, ready, hub)
+                    self._on_frame(inp.recv(), last_seen, ready)
                 if hub and ready >= set(peers):
                     self.all_ready.set()
                 self._check_silence(peers, last_seen, started)
@@ -89,29 +91,34 @@ class Heartbeat(threading.Thread):
             if self.failure is not None:
                 self.log.error("peer_failed", error=self.failure)
                 if hub:  # tell the other nodes, then stop this node
-                    self._send(f"down 0 {self.failure}")
+                    self._send(NodeDown(0, self.failure))
                     time.sleep(2 * _BEAT_S)
                 os.kill(os.getpid(), signal.SIGTERM)
             out.close()
             inp.close()
             self._ctx.term()
 
-    def _send(self, text: str) -> None:
+    def _send(self, message: NodeAlive | NodeDown) -> None:
         # A peer that cannot take it will time us out instead.
         with contextlib.suppress(zmq.ZMQError, AttributeError):
-            self._out.send_string(text, zmq.NOBLOCK)
+            self._out.send(self._codec.encode(message), zmq.NOBLOCK)
 
-    def _on_message(
-        self, text: str, last_seen: dict[int, float], ready: set[int], hub: bool
-    ) -> None:
-        kind, node, *rest = text.split(" ", 2)
-        peer = int(node)
+    def _on_frame(self, frame: bytes, last_seen: dict[int, float], ready: set[int]) -> None:
+        try:
+            message = self._codec.decode(frame).message
+        except ProtocolError as exc:  # a launch of other code: the cluster cannot run together
+            self.failure = f"a peer's heartbeat is not this protocol: {exc}"
+            return
+        if not isinstance(message, NodeAlive | NodeDown):
+            self.failure = f"unexpected {type(message).__name__} on the heartbeat"
+            return
+        peer = message.node_rank
         if peer == self.node_rank:
             return
         last_seen[peer] = time.monotonic()
-        if kind == "down":
-            self.failure = f"node {peer} failed: {rest[0] if rest else 'unknown'}"
-        elif kind == "alive" and rest and rest[0] == "ready":
+        if isinstance(message, NodeDown):
+            self.failure = f"node {peer} failed: {message.reason or 'unknown'}"
+        elif message.ready:
             ready.add(peer)
 
     def _check_silence(self, peers: list[int], last_seen: dict[int, float], started: float):

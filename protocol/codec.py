@@ -33,9 +33,10 @@ from fastserve.protocol import (
 )
 from fastserve.protocol.common import BlockCopy, SamplingParams, TokenLogprobs
 
-PROTOCOL_VERSION = 5  # 2: SubmitRequest.priority; 3: SchedulerStats observability fields;
+PROTOCOL_VERSION = 6  # 2: SubmitRequest.priority; 3: SchedulerStats observability fields;
 # 4: top/prompt logprobs and grammars (SamplingParams, SampledToken, RequestOutput);
 # 5: prefix caching (NewJob.num_cached, BlockCopy.keep_blocks, SchedulerStats prefix_cache_*)
+# 6: the launches' heartbeat as messages (NodeAlive, NodeDown) instead of text frames
 _HEADER = struct.Struct("!BBQ")
 
 # Type byte -> message class. Append only: a number, once used, keeps its meaning.
@@ -55,6 +56,8 @@ MESSAGE_TYPES: dict[int, type] = {
     41: control.ActorFailed,
     42: control.EngineDown,
     43: control.EngineUp,
+    44: control.NodeAlive,
+    45: control.NodeDown,
     50: client.ClientSubmit,
     51: client.ClientAbort,
     52: client.ClientDelta,

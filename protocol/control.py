@@ -1,4 +1,5 @@
-"""Start-up and failure messages between the actors and their supervisor."""
+"""Start-up and failure messages between the actors and their supervisor, and the
+heartbeat between the launches of a multi-node cluster (deploy/launch.py)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,21 @@ class EngineUp:
     """Supervisor -> frontend: a new generation of engine processes is ready to serve."""
 
     generation: int  # the generation now serving
+
+
+@dataclass
+class NodeAlive:
+    """Launch -> launch, every half second: a node's heartbeat (node 0 hears every node,
+    the others hear node 0). A node silent for the cluster's timeout counts as dead."""
+
+    node_rank: int  # the sending node's index in the cluster file
+    ready: bool  # its processes are ready (node 0 reports serving once every node is)
+
+
+@dataclass
+class NodeDown:
+    """Launch -> launch: a node is failing and tears itself down; node 0 relays it, so
+    every other node stops too instead of serving half a model."""
+
+    node_rank: int  # the failing node (0 when node 0 relays or fails itself)
+    reason: str  # why, one line
