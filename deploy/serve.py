@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fastserve.deploy.cluster import ClusterSpec, Node, node_children
 from fastserve.deploy.healing import RestartPolicy
-from fastserve.deploy.supervisor import ChildSpec, ServerFailure, Supervisor
+from fastserve.deploy.supervisor import ServerFailure, Supervisor
 from fastserve.runtime.config import Endpoints, ServerConfig
 from fastserve.runtime.logging import configure_logging, get_logger
 from fastserve.runtime.model.config import ModelConfig
@@ -144,12 +145,6 @@ def fresh_dist_port(cfg: ServerConfig) -> None:
         cfg.parallel.dist_port = free_tcp_port(cfg.parallel.dist_host)
 
 
-def node_children(cfg: ServerConfig) -> list[ChildSpec]:
-    """Every process of a single-node server."""
-    workers = [ChildSpec("worker", r) for r in range(cfg.parallel.tp * cfg.parallel.pp)]
-    return [ChildSpec("scheduler"), ChildSpec("cache_manager"), *workers, ChildSpec("frontend")]
-
-
 def serve(cfg: ServerConfig) -> int:
     configure_logging("supervisor", cfg.log_level)
     log = get_logger()
@@ -171,7 +166,10 @@ def serve(cfg: ServerConfig) -> int:
     )
     if cfg.auto_profile:
         ensure_profile(cfg, log)
-    sup = Supervisor(cfg, node_children(cfg), RestartPolicy.from_config(cfg), fresh_dist_port)
+    # A single-node server is a one-node cluster: one list of processes for both commands.
+    par = cfg.parallel
+    children = node_children(ClusterSpec([Node(workers=par.tp * par.pp)], tp=par.tp, pp=par.pp), 0)
+    sup = Supervisor(cfg, children, RestartPolicy.from_config(cfg), fresh_dist_port)
     try:
         sup.start()
     except ServerFailure as exc:

@@ -17,10 +17,13 @@ only the output length is unknown, and its distribution is learned online.
 - Learning (length_dist): a sliding window of ended requests per class; capped, aborted
   and in-flight requests are censored observations (Kaplan-Meier). The tables are rebuilt
   every `rebuild_every` ended requests or `rebuild_interval` seconds (if any ended), and
-  smoothed on a log scale (`length_smoothing`). Until `min_completions` requests finished
-  the tables come from a prior (`prior_mean_output`, `prior_cv`: lognormal quantiles), so
-  the policy ranks by total work from the first request (an MLFQ stand-in used to run
-  here, and lost to FCFS on prefill-heavy traces while it learned).
+  smoothed on a log scale (`length_smoothing`). The tables start from a prior
+  (`prior_mean_output`, `prior_cv`: lognormal quantiles), so the policy ranks by total
+  work from the first request (an MLFQ stand-in used to run here, and lost to FCFS on
+  prefill-heavy traces while it learned). From `learn_after` finished requests on the
+  tables are learned, every `learn_after` ends, with the prior blended in as
+  pseudo-requests that fade out by `min_completions` (gittins_model); then every
+  `rebuild_every`. A 150-request benchmark used to run two thirds on the prior alone.
 - Order: by the exact index, highest first; ties by arrival. Hysteresis: a job that ran in
   the previous iteration counts its index times `hysteresis`, so a newcomer preempts it
   only when clearly more urgent (each preemption costs a KV move or a refill).
@@ -28,10 +31,14 @@ only the output length is unknown, and its distribution is learned online.
 - Cap: a request's `max_tokens` ends its distribution (tables per cap). Benchmarks that
   force lengths with max_tokens pass `ignore_max_tokens` (reading the cap would make this
   an oracle there).
-- Starvation: a job unserved for `starvation_threshold` seconds (default as skip-join's) is
-  boosted ahead of all for `boost_tokens` tokens (at most `max_boosted` jobs at once), then
-  returns to its index. In simulation (heavy tails, near saturation) boosting longer or
-  more often traded mean JCT for p99 one for one; 32 tokens sat in the middle.
+- Starvation: a job unserved for `starvation_threshold` seconds (default
+  `STARVATION_QUANTA` batch-1 decode steps) is boosted ahead of all for `boost_tokens`
+  tokens (at most `max_boosted` jobs at once), then returns to its index. In simulation
+  (heavy tails, near saturation) boosting longer or more often traded mean JCT for p99 one
+  for one; 32 tokens sat in the middle. The threshold is longer than skip-join's: under a
+  3x overload nearly every job waited past skip-join's 400 steps, and boosting them in
+  turn drifted towards FCFS (simulated, 7 presets x 2 loads x 3 seeds: 1000 steps cut the
+  code preset's mean JCT at 3x from 1.15x to 1.11x the oracle's with p99 no worse).
 
 Aborts: `remove` cannot tell an abort from a finish, so the core should call
 `on_finished(job, reason)` right before `remove(job)`; without it the reason is inferred
@@ -50,8 +57,9 @@ from fastserve.runtime.sched.cost_model import CostModel
 from fastserve.runtime.sched.gittins_classes import CLASSIFIERS, infer_reason, lognormal_quantiles
 from fastserve.runtime.sched.gittins_model import POOLED, GittinsModel
 from fastserve.runtime.sched.job import Job
-from fastserve.runtime.sched.mlfq import DEFAULT_STARVATION_QUANTA
 from fastserve.runtime.sched.policy import SchedulingPolicy
+
+STARVATION_QUANTA = 1000.0  # default starvation bound, in batch-1 decode steps
 
 
 @dataclass
@@ -94,6 +102,7 @@ class GittinsPolicy(SchedulingPolicy):
         prior_mean_output: float = 64.0,
         prior_cv: float = 2.0,
         prior_requests: int = 64,
+        learn_after: int = 10,
     ) -> None:
         """See the module doc. `class_by`: None (one class), "max_tokens", or a function
         job -> class. `max_boosted`: most jobs boosted at once (None: no limit).
@@ -102,9 +111,11 @@ class GittinsPolicy(SchedulingPolicy):
         oracle, and counting "length" ends as censored would leave nothing to learn.
         `length_smoothing`: h of the log-scale kernel over learned lengths (length_dist).
         `prior_requests`: how many lognormal quantiles make the prior (0: none; then the
-        order is by arrival until the first tables are learned)."""
-        if not 2 <= num_levels <= 64 or min_completions < 1 or rebuild_every < 1:
-            raise ValueError("need 2 <= num_levels <= 64, min_completions, rebuild_every >= 1")
+        order is by arrival until `min_completions` requests finished)."""
+        if not 2 <= num_levels <= 64 or min(min_completions, rebuild_every, learn_after) < 1:
+            raise ValueError(
+                "need 2 <= num_levels <= 64, min_completions, rebuild_every, learn_after >= 1"
+            )
         if hysteresis < 1 or prior_mean_output < 1 or prior_cv <= 0 or prior_requests < 0:
             raise ValueError("need hysteresis >= 1, prior_mean_output >= 1, prior_cv > 0")
         self.cost_model = cost_model
@@ -113,7 +124,7 @@ class GittinsPolicy(SchedulingPolicy):
         self.rebuild_interval = rebuild_interval
         step = cost_model.estimate_decode(1) if cost_model is not None else 0.01
         if starvation_threshold is None:
-            starvation_threshold = DEFAULT_STARVATION_QUANTA * step
+            starvation_threshold = STARVATION_QUANTA * step
         self.starvation_threshold = starvation_threshold
         self.check_interval = starvation_threshold / 10
         self.boost_tokens = boost_tokens
@@ -137,6 +148,7 @@ class GittinsPolicy(SchedulingPolicy):
             prior_lengths=lognormal_quantiles(
                 prior_requests, prior_mean_output, prior_cv, max_output_len
             ),
+            learn_after=learn_after,
         )
         self._jobs: dict[str, _Entry] = {}
         self._running: set[str] = set()
@@ -272,10 +284,13 @@ class GittinsPolicy(SchedulingPolicy):
     def _maybe_rebuild(self, now: float) -> None:
         if self._ended_since_rebuild == 0:
             return
-        if not self.model.learned:
-            if self.model.pooled_finished < self.min_completions:
+        model = self.model
+        if not model.learned:
+            if model.pooled_finished < model.learn_after:
                 return
             trigger = "enough_finished"
+        elif model.blended and self._ended_since_rebuild >= model.learn_after:
+            trigger = "prior_fading"
         elif self._ended_since_rebuild >= self.rebuild_every:
             trigger = "completions"
         elif now - self._last_rebuild >= self.rebuild_interval:

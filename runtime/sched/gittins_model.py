@@ -7,7 +7,10 @@ levels are fitted on the pooled table only, so levels of different classes compa
 Tables are built lazily per (class, cap) and kept, at most `max_cap_tables` per class,
 until the next rebuild. With `prior_lengths` the pooled class starts from a prior (those
 lengths, as if finished) instead of from nothing, so the tables exist from the first
-request; the first successful rebuild on real requests replaces it.
+request. The pooled class learns from `learn_after` finished requests on, with the prior
+still in its estimate as pseudo-requests whose weight fades linearly to nothing at
+`min_completions` finished: a short benchmark (or a fresh server's first minute) is ranked
+by what it has seen so far without betting everything on a handful of lengths.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastserve.runtime.sched.gittins_table import CapTable, Levels, bin_width, build_cap_table
-from fastserve.runtime.sched.length_dist import LengthDist, LengthWindow
+from fastserve.runtime.sched.length_dist import LengthDist, LengthWindow, quantile_lengths
 
 POOLED = "*"  # the class every request belongs to
+SHRINK_PSEUDO_REQUESTS = 64  # quantiles of the pooled estimate a young class starts from
 
 
 @dataclass
@@ -45,10 +49,17 @@ class GittinsModel:
         log: Any,
         smoothing: float = 0.0,
         prior_lengths: Sequence[int] = (),
+        learn_after: int | None = None,
     ) -> None:
         self.num_levels = num_levels
         self.window = window
         self.min_completions = min_completions
+        # Without a prior there is nothing to blend: learn once enough requests finished.
+        self.learn_after = min_completions if learn_after is None or not prior_lengths else (
+            min(learn_after, min_completions)
+        )
+        self.prior_lengths = list(prior_lengths)
+        self.blended = False  # the last rebuild's pooled estimate still held the prior
         self.max_output_len = max_output_len
         self.width = bin_width(max_output_len, max_bins)
         self.max_cap_tables = max_cap_tables
@@ -105,14 +116,13 @@ class GittinsModel:
             lengths[name].append(tokens)
             if name != POOLED:
                 lengths[POOLED].append(tokens)
-        dists = {
-            name: cls.window.estimate(lengths[name])
-            if cls.window.num_finished >= self.min_completions
-            else None
-            for name, cls in self.classes.items()
-        }
+        dists = {POOLED: self._pooled_estimate(lengths[POOLED])}
         if dists[POOLED] is None:
             return False  # aborts crowded the finished requests out of the window
+        shape = quantile_lengths(dists[POOLED], SHRINK_PSEUDO_REQUESTS)
+        for name, cls in self.classes.items():
+            if name != POOLED:
+                dists[name] = self._class_estimate(cls, lengths[name], shape)
         for name, cls in self.classes.items():
             cls.dist, cls.tables = dists[name], {}
         pooled = self.classes[POOLED]
@@ -125,6 +135,32 @@ class GittinsModel:
             if cls.dist is not None:
                 self._log_table(name, cls, trigger)
         return True
+
+    def prior_weight(self) -> float:
+        """What one prior pseudo-request counts for now (1 at first, 0 from
+        `min_completions` finished requests on)."""
+        if not self.prior_lengths:
+            return 0.0
+        return max(0.0, 1.0 - self.classes[POOLED].window.total_finished / self.min_completions)
+
+    def _pooled_estimate(self, in_flight: list[int]) -> LengthDist | None:
+        window = self.classes[POOLED].window
+        if window.num_finished < self.learn_after:
+            return None
+        weight = self.prior_weight()
+        self.blended = weight > 0
+        return window.estimate(in_flight, self.prior_lengths, weight)
+
+    def _class_estimate(
+        self, cls: _Class, in_flight: list[int], pooled: list[int]
+    ) -> LengthDist | None:
+        """A class's own lengths shrunk towards the pooled shape: the pooled pseudo-requests
+        fade out as the class's finished requests reach `min_completions`."""
+        window = cls.window
+        if window.num_finished < self.learn_after:
+            return None
+        weight = max(0.0, 1.0 - window.total_finished / self.min_completions)
+        return window.estimate(in_flight, pooled, weight * self.min_completions / len(pooled))
 
     def _new_class(self) -> _Class:
         return _Class(LengthWindow(self.window, self.max_output_len, self.smoothing))

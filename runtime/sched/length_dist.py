@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,8 +121,14 @@ class LengthWindow:
             self.num_finished += 1
             self.total_finished += 1
 
-    def estimate(self, in_flight: Iterable[int] = ()) -> LengthDist:
-        """Kaplan-Meier over the window plus `in_flight` lengths (censored), with the tail."""
+    def estimate(
+        self, in_flight: Iterable[int] = (), prior: Sequence[int] = (), prior_weight: float = 0.0
+    ) -> LengthDist:
+        """Kaplan-Meier over the window plus `in_flight` lengths (censored), with the tail.
+
+        `prior`: pseudo-lengths (finished) that count `prior_weight` requests each: what a
+        policy believed before it saw enough of its own requests, fading as they arrive.
+        """
         m = self.max_len
         events: list[int] = []
         cens: list[int] = []
@@ -135,6 +141,9 @@ class LengthWindow:
         ev = np.concatenate([np.minimum(ev, m), np.full(int((ce >= m).sum()), m, np.int64)])
         ce = ce[ce < m]
         d = np.bincount(ev, minlength=m + 1).astype(float)
+        if prior and prior_weight > 0:
+            pseudo = np.minimum(np.asarray(prior, dtype=np.int64), m)
+            d += prior_weight * np.bincount(pseudo, minlength=m + 1)
         c = np.bincount(ce, minlength=m + 1).astype(float)
         # At risk at t: events at >= t, plus censored at >= t (they survived through t).
         at_risk = (d[::-1].cumsum() + c[::-1].cumsum())[::-1]
@@ -175,3 +184,10 @@ def log_smooth(pmf: np.ndarray, h: float) -> np.ndarray:
     out = np.cumsum(diff[: m + 1])
     out[0] = 0.0
     return np.clip(out, 0.0, None)
+
+
+def quantile_lengths(dist: LengthDist, n: int) -> list[int]:
+    """n evenly spread quantiles of `dist`: its shape as n pseudo-lengths (a prior)."""
+    cdf = np.cumsum(dist.pmf)
+    q = (np.arange(n) + 0.5) / n
+    return [int(t) for t in np.clip(np.searchsorted(cdf, q * cdf[-1]), 1, dist.max_len)]

@@ -41,7 +41,7 @@ def order(p: GittinsPolicy, now: float = 0.0) -> list[Job]:
 
 def test_ranks_by_prefill_from_the_prior_then_learns_and_logs() -> None:
     with capture_logs() as logs:
-        p = GittinsPolicy(COST, min_completions=20)
+        p = GittinsPolicy(COST, min_completions=20, learn_after=20)
         jobs = [job(prompt=n, arrival=0.1 * i) for i, n in enumerate((10, 3000, 50, 700))]
         for j in jobs:
             p.add(j, j.arrival)
