@@ -55,9 +55,9 @@ class GittinsModel:
         self.window = window
         self.min_completions = min_completions
         # Without a prior there is nothing to blend: learn once enough requests finished.
-        self.learn_after = min_completions if learn_after is None or not prior_lengths else (
-            min(learn_after, min_completions)
-        )
+        self.learn_after = min_completions
+        if learn_after is not None and prior_lengths:
+            self.learn_after = min(learn_after, min_completions)
         self.prior_lengths = list(prior_lengths)
         self.blended = False  # the last rebuild's pooled estimate still held the prior
         self.max_output_len = max_output_len
