@@ -3,6 +3,10 @@
 It records what the frontend sends and answers each SubmitRequest with the RequestOutputs
 that a subclass's `outputs(req, prompt)` yields, one OutputBatch every `interval` seconds,
 until an output carries a finish reason or the request is aborted.
+
+Both directions go through the real transport: the frontend's messages are encoded into
+this fake's `MemoryInbox`, and its OutputBatches are encoded into a frontend actor's inbox
+and dispatched by that actor's loop, as in the server (only the sockets are in memory).
 """
 
 from __future__ import annotations
@@ -10,15 +14,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
-from fastserve.protocol.codec import Codec
+from fastserve.actors.frontend import FrontendActor
 from fastserve.protocol.to_frontend import OutputBatch, RequestOutput
 from fastserve.protocol.to_scheduler import AbortRequest, SubmitRequest
 from fastserve.runtime.frontend.service import FrontendService
 from fastserve.runtime.frontend.tokenizer import ModelTokenizer
+from fastserve.runtime.transport import MemoryInbox, MemoryOutbox
 
 
 class FakeScheduler:
-    """Base class: subclasses define `outputs`."""
+    """Base class: subclasses define `outputs`. Pass `send` to the FrontendService and set
+    `service`; the outputs reach that service through a frontend actor (see `output_to`)."""
 
     interval = 0.002  # seconds between OutputBatch messages
 
@@ -28,12 +34,24 @@ class FakeScheduler:
         self.submitted: list[SubmitRequest] = []
         self.aborts: list[AbortRequest] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._codec = Codec()
+        self.inbox = MemoryInbox()  # the scheduler's: what the frontend sends lands here
+        self._from_frontend = MemoryOutbox(self.inbox)  # the frontend's outbox to it
+        self._to_frontend: MemoryOutbox | None = None
+        self._frontend: asyncio.Task[None] | None = None  # the actor run for `service`
 
-    def send(self, msg: object) -> None:
-        # Through the codec, as over the real ZeroMQ transport: a value the wire cannot
-        # carry (say, an integer past 64 bits) fails here instead of passing unnoticed.
-        msg = self._codec.decode(self._codec.encode(msg)).message
+    def output_to(self, frontend_inbox: MemoryInbox) -> None:
+        """Send the outputs to the inbox of a frontend actor the test runs itself (without
+        this, the first output starts an actor of its own for `service`)."""
+        self._to_frontend = MemoryOutbox(frontend_inbox)
+
+    async def send(self, msg: object) -> None:
+        """The service's `send`. Encoded, as over ZeroMQ: a value the wire cannot carry
+        (say, an integer past 64 bits) fails here instead of passing unnoticed."""
+        await self._from_frontend.send(msg)
+        for received in self.inbox.drain():
+            self._receive(received)
+
+    def _receive(self, msg: object) -> None:
         if isinstance(msg, SubmitRequest):
             self.submitted.append(msg)
             task = asyncio.get_running_loop().create_task(self._answer(msg))
@@ -49,16 +67,26 @@ class FakeScheduler:
         raise NotImplementedError
 
     async def _answer(self, req: SubmitRequest) -> None:
-        assert self.service is not None
         prompt = self.tok.decode(req.prompt_ids)
         for tick, out in enumerate(self.outputs(req, prompt), 1):
             await asyncio.sleep(self.interval)
             if self.aborted(req.request_id):
                 return
             out.num_prompt_tokens = len(req.prompt_ids)
-            await self.service.on_message(OutputBatch(tick, [out]))
+            await self._output(OutputBatch(tick, [out]))
             if out.finish_reason:
                 return
+
+    async def _output(self, batch: OutputBatch) -> None:
+        if self._to_frontend is None:
+            assert self.service is not None, "set the fake's service before requests come"
+            inbox = MemoryInbox()
+            # The actor's loop only: the test serves the service's HTTP app itself, so the
+            # actor is never started (no port of its own). Cancelled with the test's loop.
+            actor = FrontendActor(inbox, self.service, "127.0.0.1", 0)
+            self._frontend = asyncio.get_running_loop().create_task(actor.run())
+            self._to_frontend = MemoryOutbox(inbox)
+        await self._to_frontend.send(batch)
 
 
 async def wait_for(predicate, timeout: float = 3.0) -> None:

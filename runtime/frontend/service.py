@@ -1,7 +1,7 @@
 """FrontendService: the frontend's logic, independent of ZeroMQ.
 
-The transport gives it a `send` callable (protocol message -> scheduler) and calls
-`on_message` for every message from the scheduler. Consumers (HTTP handlers, websocket
+The transport gives it a `send` callable (protocol message -> scheduler); the frontend
+actor's dispatch calls `handle_output_batch` with each OutputBatch from the scheduler. Consumers (HTTP handlers, websocket
 sessions) call `parse`, then `submit`, then iterate the returned RequestHandle's events.
 """
 
@@ -86,13 +86,6 @@ class FrontendService:
         self._requests: dict[str, InflightRequest] = {}
 
     # -- used by the transport ----------------------------------------------------------
-
-    async def on_message(self, msg: object) -> None:
-        """Entry point for every message the scheduler sends to the frontend."""
-        if isinstance(msg, OutputBatch):
-            await self.handle_output_batch(msg)
-        else:
-            _log.warning("frontend.unexpected_message", type=type(msg).__name__)
 
     async def handle_output_batch(self, batch: OutputBatch) -> None:
         work = 0  # prompt tokens processed + tokens generated: the throughput measured

@@ -43,6 +43,7 @@ async def test_engine_down_fails_streams_and_engine_up_serves_again(tok):
     service = FrontendService(fake.send, tokenizer=tok, served_model_name="tiny")
     fake.service = service
     inbox, link = MemoryInbox(), CountingOutbox()
+    fake.output_to(inbox)  # its outputs and the supervisor's messages share the actor's inbox
     actor = FrontendActor(inbox, service, "127.0.0.1", free_port(), to_scheduler=link)
     await actor.start()
     loop_task = asyncio.create_task(actor.run())
