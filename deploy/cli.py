@@ -166,7 +166,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve(config_from_args(args))
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The `fastserve` command line with every subcommand (the README's commands are
+    checked against it: tests/unit/test_readme_commands.py)."""
     parser = argparse.ArgumentParser(prog="fastserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve a model on this machine")
@@ -187,7 +189,11 @@ def main(argv: list[str] | None = None) -> None:
     ]
     for name, help_text, register in commands:
         register(sub.add_parser(name, help=help_text))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     sys.exit(args.func(args))
 
 

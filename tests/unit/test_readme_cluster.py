@@ -3,24 +3,17 @@ and the default model splits over (parsed and validated only: no servers are sta
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 from fastserve.deploy.cluster import ClusterSpec, node_children, node_config
 from fastserve.runtime.config import ServerConfig
 from fastserve.runtime.model.config import ModelConfig
 from fastserve.runtime.model.parallel import TPGroup, split_layers
 from fastserve.runtime.model.registry import resolve_model_dir
-
-README = Path(__file__).resolve().parents[2] / "README.md"
+from tests.readme import code_blocks, section
 
 
 def readme_cluster_file() -> str:
     """The ```toml block of the README's "Several nodes" section."""
-    text = README.read_text()
-    section = text[text.index("### Several nodes") :]
-    section = section[: section.index("\n## ")]
-    blocks = re.findall(r"```toml\n(.*?)```", section, flags=re.DOTALL)
+    blocks = code_blocks("toml", section("Several nodes"))
     assert len(blocks) == 1, blocks
     return blocks[0]
 
