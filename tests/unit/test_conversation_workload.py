@@ -15,6 +15,7 @@ from fastserve.benchmarks.workload_build import build_workload
 from fastserve.benchmarks.workload_options import add_workload_args, resolve_workload_args
 from fastserve.runtime.sim.conversations import prompt_token_ids
 from fastserve.runtime.sim.workload import Request
+from tests.fake_openai import fake_openai_app
 
 
 def preset(*argv: str) -> list[Request]:
@@ -64,12 +65,6 @@ def test_equal_content_keys_are_equal_ids_and_plain_requests_draw_as_before():
 async def test_replay_sends_a_turn_only_after_the_previous_answer():
     log: list[tuple[str, int]] = []
 
-    async def models(request: web.Request) -> web.Response:
-        return web.json_response({"data": [{"id": "fake"}]})
-
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text="fastserve_scheduler_jobs 0\n")
-
     async def completions(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         log.append(("start", len(body["prompt"])))
@@ -82,11 +77,7 @@ async def test_replay_sends_a_turn_only_after_the_previous_answer():
         log.append(("end", len(body["prompt"])))
         return resp
 
-    app = web.Application()
-    app.router.add_get("/v1/models", models)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_post("/v1/completions", completions)
-    server = TestServer(app, host="127.0.0.1")
+    server = TestServer(fake_openai_app(completions), host="127.0.0.1")
     await server.start_server()
     try:
         work = [

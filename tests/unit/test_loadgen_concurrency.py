@@ -10,17 +10,12 @@ from aiohttp.test_utils import TestServer
 from fastserve.benchmarks.loadgen import replay
 from fastserve.runtime.sim.metrics import Reservoir
 from fastserve.runtime.sim.workload import Request
+from tests.fake_openai import fake_openai_app
 
 GAP_S = 0.02  # the fake server's time between two tokens
 
 
 def fake_server(stats: dict) -> web.Application:
-    async def models(request: web.Request) -> web.Response:
-        return web.json_response({"data": [{"id": "fake"}]})
-
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text="fastserve_scheduler_jobs 0\n")
-
     async def completions(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         stats["now"] += 1
@@ -37,11 +32,7 @@ def fake_server(stats: dict) -> web.Application:
         stats["now"] -= 1
         return resp
 
-    app = web.Application()
-    app.router.add_get("/v1/models", models)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_post("/v1/completions", completions)
-    return app
+    return fake_openai_app(completions)
 
 
 async def test_max_concurrency_bounds_in_flight_requests_and_itl_is_recorded() -> None:
