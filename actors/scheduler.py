@@ -23,7 +23,7 @@ from fastserve.runtime.transport import Inbox, Outbox
 
 
 class SchedulerActor(Actor):
-    """Owns the core; publishes ticks to workers, outputs to the frontend, snapshots to the
+    """Owns the core; publishes ticks to workers, outputs to the frontend, KV changes to the
     cache manager. Up to `max_ticks_in_flight` ticks run at once (the pipeline depth)."""
 
     name = "scheduler"
@@ -140,7 +140,7 @@ class SchedulerActor(Actor):
         await self.to_workers.send(plan)
         self._log_tick(plan)
         if self.to_cache_manager is not None:
-            await self.to_cache_manager.send(self.core.snapshot(self.clock()))
+            await self.to_cache_manager.send(self.core.cache_update())
 
     def stats(self) -> SchedulerStats:
         core, swaps, m = self.core, self.core.swaps, self.metrics

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import itertools
+import operator
 import struct
 import types
 import typing
@@ -33,10 +34,11 @@ from fastserve.protocol import (
 )
 from fastserve.protocol.common import BlockCopy, SamplingParams, TokenLogprobs
 
-PROTOCOL_VERSION = 6  # 2: SubmitRequest.priority; 3: SchedulerStats observability fields;
+PROTOCOL_VERSION = 7  # 2: SubmitRequest.priority; 3: SchedulerStats observability fields;
 # 4: top/prompt logprobs and grammars (SamplingParams, SampledToken, RequestOutput);
 # 5: prefix caching (NewJob.num_cached, BlockCopy.keep_blocks, SchedulerStats prefix_cache_*)
 # 6: the launches' heartbeat as messages (NodeAlive, NodeDown) instead of text frames
+# 7: the cache manager is fed diffs (CacheUpdate) instead of a snapshot a tick (CacheSnapshot)
 _HEADER = struct.Struct("!BBQ")
 
 # Type byte -> message class. Append only: a number, once used, keeps its meaning.
@@ -51,7 +53,8 @@ MESSAGE_TYPES: dict[int, type] = {
     # 11: retired (to_worker.Shutdown, never sent); not to be reused.
     20: to_frontend.OutputBatch,
     21: to_frontend.SchedulerStats,
-    30: to_cache_manager.CacheSnapshot,
+    # 30: retired (to_cache_manager.CacheSnapshot, a full view every tick); not to be reused.
+    31: to_cache_manager.CacheUpdate,
     40: control.ActorReady,
     41: control.ActorFailed,
     42: control.EngineDown,
@@ -76,7 +79,8 @@ _NESTED: tuple[type, ...] = (
     to_frontend.RequestOutput,
     to_frontend.HistogramCounts,
     to_frontend.PreemptionRecord,
-    to_cache_manager.JobCacheState,
+    to_cache_manager.KVPools,
+    to_cache_manager.JobKV,
 )
 
 
@@ -91,15 +95,34 @@ class Envelope:
     message: Any  # the dataclass instance
 
 
+# Values msgpack packs as they are. Checked by exact type first: a message holds mostly
+# these, and the isinstance chain below costs ~1.5 us a value (a tick's messages hold
+# thousands). Enum members (a StrEnum is a str) are never of these exact types.
+_PLAIN = frozenset({int, float, str, bool, bytes, type(None)})
+# Dataclass -> a function returning its field values in order, as a tuple.
+_FIELDS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+
+
 def _to_wire(value: Any) -> Any:
+    tp = type(value)
+    if tp in _PLAIN:
+        return value
+    fields = _FIELDS.get(tp)
+    if fields is not None:
+        return [v if type(v) in _PLAIN else _to_wire(v) for v in fields(value)]
     if isinstance(value, enum.Enum):  # its value: msgpack knows no enums
         return value.value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [_to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)]
     if isinstance(value, list | tuple):
+        if all(type(v) in _PLAIN for v in value):
+            return value  # token ids, block ids, request ids: packed as they are
         return [_to_wire(v) for v in value]
     if isinstance(value, dict):
         return {k: _to_wire(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = [f.name for f in dataclasses.fields(value)]
+        get = operator.attrgetter(*names) if names else (lambda _: ())
+        _FIELDS[tp] = get if len(names) != 1 else (lambda v: (get(v),))
+        return _to_wire(value)
     return value
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 
 class CopyDirection(StrEnum):
@@ -13,6 +13,16 @@ class CopyDirection(StrEnum):
 
     OFFLOAD = "out"  # device -> host
     UPLOAD = "in"  # host -> device
+
+
+class KVLocation(Enum):
+    """Where a job's KV cache lives (the scheduler's jobs and the cache manager's directory)."""
+
+    NONE = "none"  # nothing computed yet (or released)
+    DEVICE = "device"  # resident in the device pool: the job can run
+    TO_HOST = "to_host"  # offload in flight
+    HOST = "host"  # in the host pool: must be uploaded before it runs
+    TO_DEVICE = "to_device"  # upload in flight
 
 
 @dataclass

@@ -14,6 +14,7 @@ from fastserve.protocol.common import SamplingParams
 from fastserve.protocol.to_scheduler import SampledToken, StepResult, SubmitRequest, SwapDone
 from fastserve.protocol.to_worker import TickPlan
 from fastserve.runtime.kv.allocator import KVBlockPool
+from fastserve.runtime.kv.cache_directory import CacheDirectory
 from fastserve.runtime.sched.cost_model import CostModel
 from fastserve.runtime.sched.policy import FCFSPolicy
 from fastserve.runtime.sched.scheduler_core import BatchLimits, SchedulerCore
@@ -50,6 +51,7 @@ class FakeKV:
         self.device: dict[tuple[int, int], int] = {}
         self.host: dict[tuple[int, int], int] = {}
         self.outputs: list = []  # every RequestOutput so far
+        self.directory = CacheDirectory()  # what the cache manager would know
 
     def run(self, plan: TickPlan) -> StepResult:
         for copy in plan.swap_out:
@@ -91,6 +93,11 @@ class FakeKV:
             self.core.swap_done(SwapDone(plan.tick, 0, c.request_id, "in", 0.0))
         self.outputs += self.core.update(result, now)
         return plan
+
+    def view(self) -> CacheDirectory:
+        """The cache manager's directory, brought up to date with the core's changes."""
+        self.directory.apply(self.core.cache_update())
+        return self.directory
 
     def run_to_end(self, limit=300):
         for _ in range(limit):

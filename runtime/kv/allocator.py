@@ -39,6 +39,9 @@ class KVBlockPool:
         self._hash_of: dict[int, bytes] = {}  # registered block -> content hash
         self._block_of: dict[bytes, int] = {}  # content hash -> the one block holding it
         self.num_evictions = 0  # cached free blocks reclaimed by allocations, total
+        # Times a block gained its second holder or lost it: whoever remembers which of a
+        # table's blocks are shared (the scheduler's cache feed) looks again only then.
+        self.sharing_changes = 0
 
     @property
     def num_free(self) -> int:
@@ -95,6 +98,7 @@ class KVBlockPool:
                 raise ValueError(f"{self.name} pool: block {block_id} freed but not allocated")
             if refs > 1:
                 self._refs[block_id] = refs - 1
+                self.sharing_changes += refs == 2
                 continue
             del self._refs[block_id]
             released.append(block_id)
@@ -131,6 +135,7 @@ class KVBlockPool:
                 del self._lru[block_id]
                 self._refs[block_id] = 1
             else:
+                self.sharing_changes += self._refs[block_id] == 1
                 self._refs[block_id] += 1
 
     def register(self, block_id: int, content_hash: bytes) -> bool:

@@ -1,11 +1,14 @@
 """ProactiveSwapPlanner: the cache manager's policy for moving KV before it is needed.
 
-Pure: one snapshot of the scheduler (jobs in priority order, where their KV lives, free
+Pure: the cache manager's directory (jobs in priority order, where their KV lives, free
 blocks) in, one plan out. Jobs that the policy will run within the look-ahead window are
 "hot": their KV is uploaded now if it sits on the host. When free device blocks (after
 room for the hot jobs' needs) fall under the watermark, the coldest resident jobs are
 offloaded first. Hot jobs are never offloaded and cold jobs never uploaded, so a job
-cannot bounce between the pools from one snapshot to the next.
+cannot bounce between the pools from one plan to the next.
+
+The look-ahead is the policy's own priority order, not an estimate of when each job runs
+next: the scheduler runs jobs in that order, so its head is what runs within the window.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from fastserve.protocol.to_cache_manager import CacheSnapshot
+from fastserve.protocol.common import KVLocation
 from fastserve.protocol.to_scheduler import SwapPlan
+from fastserve.runtime.kv.cache_directory import CacheDirectory, blocks_needed, movable_blocks
+
+_DEVICE, _HOST, _NONE = KVLocation.DEVICE, KVLocation.HOST, KVLocation.NONE
 
 
 @dataclass
@@ -24,40 +30,45 @@ class ProactiveSwapPlanner:
     watermark: float = 0.1  # fraction of device blocks kept free for arriving jobs
     lookahead_ticks: int = 2  # hot window = this many batches of the priority order
 
-    def plan(self, snap: CacheSnapshot) -> SwapPlan:
-        out = SwapPlan(based_on_tick=snap.tick)
-        if snap.total_host_blocks == 0:
+    def plan(self, directory: CacheDirectory) -> SwapPlan:
+        out = SwapPlan(based_on_tick=directory.tick)
+        pools = directory.pools
+        if pools is None or pools.total_host_blocks == 0:
             return out
-        hot_n = max(1, snap.max_batch_jobs * self.lookahead_ticks)
-        hot, cold = snap.jobs[:hot_n], snap.jobs[hot_n:]
-        free = snap.free_device_blocks
-        host_free = snap.free_host_blocks
+        jobs = directory.ranked()
+        hot_n = max(1, pools.max_batch_jobs * self.lookahead_ticks)
+        hot, cold = jobs[:hot_n], jobs[hot_n:]
+        free = directory.free_device_blocks
+        host_free = directory.free_host_blocks
         # Room the hot jobs need on the device: new prompts, growth, and uploads.
         demand = 0
         for job in hot:
-            if job.location == "host":
-                demand += job.num_blocks + 1
-            elif job.location in ("none", "device"):
-                demand += job.blocks_needed
+            if job.location is _HOST:
+                demand += movable_blocks(job) + 1
+            elif job.location is _NONE or job.location is _DEVICE:
+                demand += blocks_needed(job, pools.block_size)
         target_free = min(
-            snap.total_device_blocks, demand + math.ceil(self.watermark * snap.total_device_blocks)
+            pools.total_device_blocks,
+            demand + math.ceil(self.watermark * pools.total_device_blocks),
         )
         for job in reversed(cold):
             if free >= target_free:
                 break
-            if job.location != "device" or job.in_flight or job.num_blocks == 0:
+            if job.location is not _DEVICE or job.in_flight:
                 continue
-            if host_free < job.num_blocks:
+            blocks = movable_blocks(job)
+            if blocks == 0 or host_free < blocks:
                 continue
             out.offload.append(job.request_id)
-            free += job.num_blocks
-            host_free -= job.num_blocks
+            free += blocks
+            host_free -= blocks
         # Upload in priority order while the uploads fit beside the blocks still needed.
         for job in hot:
-            if job.location != "host":
+            if job.location is not _HOST:
                 continue
-            if free - (job.num_blocks + 1) < 0:
+            blocks = movable_blocks(job)
+            if free - (blocks + 1) < 0:
                 break  # keep priority order: a later job must not jump this one
             out.upload.append(job.request_id)
-            free -= job.num_blocks + 1
+            free -= blocks + 1
         return out

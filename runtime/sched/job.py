@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
-from fastserve.protocol.common import SamplingParams
+# KVLocation lives with the messages (the cache manager's directory carries it on the wire).
+from fastserve.protocol.common import KVLocation, SamplingParams
 
-
-class KVLocation(enum.Enum):
-    """Where a job's KV cache lives."""
-
-    NONE = "none"  # nothing computed yet (or released)
-    DEVICE = "device"  # resident in the device pool: the job can run
-    TO_HOST = "to_host"  # offload in flight
-    HOST = "host"  # in the host pool: must be uploaded before it runs
-    TO_DEVICE = "to_device"  # upload in flight
+__all__ = ["Job", "KVLocation"]
 
 
 @dataclass
@@ -55,6 +47,19 @@ class Job:
     first_token_time: float | None = None  # when its first token was sampled
     num_preemptions: int = 0  # times it was runnable-in-progress and left out of a batch
     num_swaps: int = 0  # offloads plus uploads of its KV
+
+    def stop_reason(self, token: int, max_model_len: int) -> str | None:
+        """Why the job ends with `token` just sampled ("stop", "length"), None if it goes on."""
+        params = self.sampling
+        generated = len(self.output_ids)
+        if generated >= params.min_tokens:
+            if not params.ignore_eos and token in self.eos_token_ids:
+                return "stop"
+            if token in params.stop_token_ids:
+                return "stop"
+        if generated >= params.max_tokens or self.num_tokens >= max_model_len:
+            return "length"
+        return None
 
     @property
     def num_tokens(self) -> int:

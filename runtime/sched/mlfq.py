@@ -31,7 +31,6 @@ import math
 from typing import ClassVar
 
 from fastserve.runtime.sched.cost_model import CostModel
-from fastserve.runtime.sched.enst import estimate_next_scheduled
 from fastserve.runtime.sched.job import Job
 from fastserve.runtime.sched.policy import SchedulingPolicy
 
@@ -93,7 +92,7 @@ class SkipJoinMLFQ(SchedulingPolicy):
         self.base_quantum = base_quantum
         self.quantum_ratio = quantum_ratio
         self.num_queues = num_queues
-        # The last queue's nominal quantum is kept for ENST estimates; it never demotes.
+        # The last queue's quantum is nominal: nothing is demoted out of it.
         self.quanta = [base_quantum * quantum_ratio**i for i in range(num_queues)]
         if starvation_threshold is None:
             starvation_threshold = DEFAULT_STARVATION_QUANTA * base_quantum
@@ -156,12 +155,6 @@ class SkipJoinMLFQ(SchedulingPolicy):
 
     def queue_lengths(self) -> list[int]:
         return [len(q) for q in self._queues]
-
-    def next_scheduled_estimates(self, now: float, batch_slots: int) -> dict[str, float]:
-        """Seconds until each job is expected to run next (ENST), for the cache manager."""
-        return estimate_next_scheduled(
-            self.priority_order(now), self.quanta, batch_slots, now, self.starvation_threshold
-        )
 
     def _enqueue(self, job: Job, level: int, now: float) -> None:
         self._seq += 1

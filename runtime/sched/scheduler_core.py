@@ -2,8 +2,9 @@
 
 `schedule(now) -> TickPlan` picks the next batch in the policy's priority order;
 `update(result, now)` applies the sampled tokens and returns the outputs for clients.
-KV moves (offload/upload) requested by the cache manager are validated and folded into
-the next tick; the allocators of both pools live here so there is one source of truth.
+`cache_update()` says what changed in the KV since it was last called, for the cache
+manager's directory; the moves it plans come back as commands that are checked and folded
+into the next tick. The allocators of both pools live here so there is one source of truth.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastserve.protocol.common import BlockCopy
-from fastserve.protocol.to_cache_manager import CacheSnapshot
+from fastserve.protocol.to_cache_manager import CacheUpdate
 from fastserve.protocol.to_frontend import RequestOutput
 from fastserve.protocol.to_scheduler import (
     StepFailed,
@@ -24,6 +25,7 @@ from fastserve.protocol.to_scheduler import (
 from fastserve.protocol.to_worker import NewJob, ScheduledJob, TickPlan
 from fastserve.runtime.kv.allocator import KVBlockPool, blocks_for_tokens
 from fastserve.runtime.sched.batching import pick_batch
+from fastserve.runtime.sched.cache_feed import CacheFeed
 from fastserve.runtime.sched.job import Job, KVLocation
 from fastserve.runtime.sched.job_events import JobEvents
 from fastserve.runtime.sched.policy import SchedulingPolicy
@@ -73,7 +75,9 @@ class SchedulerCore:
         self.service_shares = service_shares
         self.jobs: dict[str, Job] = {}
         self.tick = 0
-        self.swaps = SwapBook(self, num_swap_ackers)
+        self.swaps = SwapBook(self.jobs, device_pool, host_pool, num_swap_ackers)
+        self.feed = CacheFeed(device_pool, host_pool, limits.block_size, limits.max_batch_jobs)
+        self._order: list[Job] = []  # the last tick's priority order, for the cache manager
         self.prefix = PrefixCache(device_pool, limits.block_size, prefix_caching)
         self._batches: dict[int, list[tuple[Job, int]]] = {}  # tick -> (job, tokens fed)
         self._released: list[str] = []  # jobs the workers must forget, sent with the next tick
@@ -90,12 +94,8 @@ class SchedulerCore:
         if req.request_id in self.jobs:
             return [_error(req.request_id, f"duplicate request id {req.request_id}")]
         if need > self.device.num_blocks:
-            return [
-                _error(
-                    req.request_id,
-                    f"request needs {need} KV blocks, the pool has {self.device.num_blocks}",
-                )
-            ]
+            pool = self.device.num_blocks
+            return [_error(req.request_id, f"request needs {need} KV blocks, the pool has {pool}")]
         job = Job(
             req.request_id,
             list(req.prompt_ids),
@@ -114,6 +114,7 @@ class SchedulerCore:
         except ValueError as exc:
             return [_error(req.request_id, f"scheduling policy refused the request: {exc}")]
         self.jobs[job.request_id] = job
+        self.feed.touch(job)
         return []
 
     def abort(self, request_id: str, reason: str) -> list[RequestOutput]:
@@ -134,7 +135,13 @@ class SchedulerCore:
 
     def swap_done(self, msg: SwapDone) -> list[RequestOutput]:
         """A worker finished a copy; once every rank has, the job's KV has moved."""
-        return self.swaps.done(msg)
+        job = self.swaps.done(msg)
+        if job is None:
+            return []
+        if job.pending_finish is not None:
+            return [self.finish(job, job.pending_finish)]
+        self.feed.touch(job)
+        return []
 
     def has_work(self) -> bool:
         """True when some job could run or move now (not all waiting on the workers)."""
@@ -152,10 +159,12 @@ class SchedulerCore:
         plan = TickPlan(tick=self.tick + 1, released=self._released)
         self._released = []
         order = self.priority_order(now)
-        self.swaps.fill(plan, order)
+        self._order = order
+        self.swaps.fill(plan)
         batch = self._pick_batch(order)
         if not batch and not plan.swap_out and not plan.swap_in and not self._batches:
             self.swaps.unblock(plan, order)  # nothing can run: make room reactively
+        self.feed.touch_moved(plan, self.jobs)
         for job in order:
             if job.ran_last_tick and job.started and all(job is not b for b, _ in batch):
                 job.num_preemptions += 1
@@ -205,6 +214,7 @@ class SchedulerCore:
             job.block_ids.extend(self.device.allocate(entry.new_blocks))
             job.location = KVLocation.DEVICE
             job.in_flight = True
+            self.feed.touch(job)
             batch.append((job, entry.num_new_tokens))
         return batch
 
@@ -241,6 +251,7 @@ class SchedulerCore:
         for job, n in batch:
             job.in_flight = False
             job.num_computed += n
+            self.feed.touch(job)  # a finish below forgets it again
             self.prefix.register(job)
             token = sampled.get(job.request_id)
             if job.pending_finish is not None:
@@ -252,7 +263,7 @@ class SchedulerCore:
                 job.first_token_time = now
             job.output_ids.append(token.token_id)
             job.unsent_token_ids.append(token.token_id)
-            reason = self._finish_reason(job, token.token_id)
+            reason = job.stop_reason(token.token_id, self.limits.max_model_len)
             out = RequestOutput(
                 job.request_id,
                 [token.token_id],
@@ -280,32 +291,15 @@ class SchedulerCore:
     def in_flight_ticks(self) -> int:
         return len(self._batches)
 
-    def _finish_reason(self, job: Job, token: int) -> str | None:
-        params = job.sampling
-        generated = len(job.output_ids)
-        if generated >= params.min_tokens:
-            if not params.ignore_eos and token in job.eos_token_ids:
-                return "stop"
-            if token in params.stop_token_ids:
-                return "stop"
-        if generated >= params.max_tokens or job.num_tokens >= self.limits.max_model_len:
-            return "length"
-        return None
-
     def finish(self, job: Job, reason: str, error: str | None = None) -> RequestOutput:
         """Free everything the job holds; tell the workers with the next tick."""
-        if job.location in (KVLocation.DEVICE, KVLocation.NONE):
-            self.device.free(job.block_ids)
-        elif job.location is KVLocation.HOST:  # shared leading blocks stayed on the device
-            self.device.free(job.block_ids[: job.num_kept_blocks])
-            self.host.free(job.block_ids[job.num_kept_blocks :])
-        job.block_ids = []
-        job.location = KVLocation.NONE
+        self.swaps.release(job)
         self.jobs.pop(job.request_id, None)
         self.finished_preemptions += job.num_preemptions
         self.policy.on_finished(job, reason)  # learning policies tell finished from cut off
         self.policy.remove(job)
         self.events.forget(job.request_id)
+        self.feed.forget(job.request_id)
         if job.workers_know:
             self._released.append(job.request_id)
         if reason == "error":
@@ -314,10 +308,12 @@ class SchedulerCore:
             job.request_id, [], finish_reason=reason, num_prompt_tokens=len(job.prompt_ids)
         )
 
-    # ---- cache manager view --------------------------------------------------------------
+    # ---- cache manager feed --------------------------------------------------------------
 
-    def snapshot(self, now: float) -> CacheSnapshot:
-        return self.swaps.snapshot(self.tick, self.priority_order(now))
+    def cache_update(self) -> CacheUpdate:
+        """What changed in the KV since the last call, with the last tick's priority order
+        (the one it was built from, so the cache manager plans on what the batch saw)."""
+        return self.feed.update(self.tick, self._order, self.jobs)
 
 
 def _error(request_id: str, message: str) -> RequestOutput:

@@ -1,8 +1,11 @@
 """SwapBook: the scheduler's ledger of KV moves between the device and host pools.
 
-The cache manager proposes moves; the book checks each against the current state (a job
-may have finished or started running since), allocates the destination blocks, puts the
-copy in the next tick, and completes it when every rank has acknowledged.
+The cache manager sends its plan as commands (offload these jobs, upload those). It
+planned from the directory the scheduler fed it (cache_feed.py), a tick or more ago, so
+the book applies each command only if it still holds: the job is still there, still where
+the plan saw it and not running now, and the destination pool has the room. It does not
+plan again; it allocates the destination blocks, puts the copy in the next tick, and
+completes it when every rank has acknowledged.
 
 Shared blocks (prefix caching: other jobs hold them too) never move. Another job may be
 reading them on the device in this very tick, and a host copy would leave two owners
@@ -16,26 +19,24 @@ is never offloaded: that would free nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from fastserve.protocol.common import BlockCopy, CopyDirection
-from fastserve.protocol.to_cache_manager import CacheSnapshot, JobCacheState
-from fastserve.protocol.to_frontend import RequestOutput
 from fastserve.protocol.to_scheduler import SwapDone, SwapPlan
 from fastserve.protocol.to_worker import TickPlan
-from fastserve.runtime.kv.allocator import KVBlockPool, blocks_for_tokens
+from fastserve.runtime.kv.allocator import KVBlockPool
 from fastserve.runtime.logging import get_logger
 from fastserve.runtime.sched.job import Job, KVLocation
 
-if TYPE_CHECKING:
-    from fastserve.runtime.sched.scheduler_core import SchedulerCore
-
 
 class SwapBook:
-    """Pending and in-flight offloads/uploads of one scheduler."""
+    """Pending and in-flight offloads/uploads of one scheduler's jobs between its pools."""
 
-    def __init__(self, core: SchedulerCore, num_ackers: int) -> None:
-        self.core = core
+    def __init__(
+        self, jobs: dict[str, Job], device: KVBlockPool, host: KVBlockPool, num_ackers: int
+    ) -> None:
+        self.jobs = jobs  # the scheduler's live jobs (the same dict, not a copy)
+        self.device = device
+        self.host = host
         self.num_ackers = num_ackers  # every worker acknowledges every copy
         self._want_out: list[str] = []
         self._want_in: list[str] = []
@@ -58,9 +59,9 @@ class SwapBook:
     def has_pending(self) -> bool:
         return bool(self._want_out or self._want_in)
 
-    def fill(self, plan: TickPlan, order: list[Job]) -> None:
-        """Turn still-valid requested moves into this tick's copy commands."""
-        jobs = self.core.jobs
+    def fill(self, plan: TickPlan) -> None:
+        """Put the commands that still hold into this tick as copies."""
+        jobs = self.jobs
         for rid in self._want_out:
             job = jobs.get(rid)
             if job and job.location is KVLocation.DEVICE and not job.in_flight and job.block_ids:
@@ -80,7 +81,7 @@ class SwapBook:
         """
         if not any(not j.in_flight for j in order) or self._moving:
             return
-        device = self.core.device
+        device = self.device
         for job in order:
             if job.location is KVLocation.HOST:
                 if device.can_allocate(len(job.block_ids) - job.num_kept_blocks + 1):
@@ -94,7 +95,7 @@ class SwapBook:
                                  and not any(j.location is KVLocation.HOST for j in order)):
             return
         victim = victims[0]
-        if self.core.host.can_allocate(len(victim.block_ids) - shared_prefix(victim, device)):
+        if self.host.can_allocate(len(victim.block_ids) - shared_prefix(victim, device)):
             self._offload(victim, plan)
             return
         self.num_recomputes += 1
@@ -108,12 +109,22 @@ class SwapBook:
         victim.workers_know = False
         plan.released.append(victim.request_id)
 
+    def release(self, job: Job) -> None:
+        """Free whatever the job holds in either pool (it has finished)."""
+        if job.location in (KVLocation.DEVICE, KVLocation.NONE):
+            self.device.free(job.block_ids)
+        elif job.location is KVLocation.HOST:  # shared leading blocks stayed on the device
+            self.device.free(job.block_ids[: job.num_kept_blocks])
+            self.host.free(job.block_ids[job.num_kept_blocks :])
+        job.block_ids = []
+        job.location = KVLocation.NONE
+
     def _offload(self, job: Job, plan: TickPlan) -> None:
-        keep = shared_prefix(job, self.core.device)
+        keep = shared_prefix(job, self.device)  # sharing may have changed since the plan
         src = job.block_ids[keep:]
-        if not src or not self.core.host.can_allocate(len(src)):
+        if not src or not self.host.can_allocate(len(src)):
             return
-        dst = self.core.host.allocate(len(src))
+        dst = self.host.allocate(len(src))
         plan.swap_out.append(BlockCopy(job.request_id, src, dst, keep))
         self._moving[job.request_id] = (CopyDirection.OFFLOAD, src, dst)
         job.num_kept_blocks = keep
@@ -124,22 +135,24 @@ class SwapBook:
     def _upload(self, job: Job, plan: TickPlan) -> None:
         keep = job.num_kept_blocks
         src = job.block_ids[keep:]
-        if not self.core.device.can_allocate(len(src)):
+        if not self.device.can_allocate(len(src)):
             return
-        dst = self.core.device.allocate(len(src))
+        dst = self.device.allocate(len(src))
         plan.swap_in.append(BlockCopy(job.request_id, src, dst, keep))
         self._moving[job.request_id] = (CopyDirection.UPLOAD, src, dst)
         job.location = KVLocation.TO_DEVICE
         self._log.info("kv_upload_start", request_id=job.request_id, tick=plan.tick,
                        blocks=len(dst), kept=keep)
 
-    def done(self, msg: SwapDone) -> list[RequestOutput]:
+    def done(self, msg: SwapDone) -> Job | None:
+        """A rank finished a copy; once every rank has, the job's KV has moved: returns it
+        (the caller finishes it if it was aborted meanwhile)."""
         key = (msg.request_id, msg.direction)
         acked, slowest = self._acks.get(key, (0, 0.0))
         acked, slowest = acked + 1, max(slowest, msg.seconds)
         self._acks[key] = (acked, slowest)
         if acked < self.num_ackers:
-            return []
+            return None
         del self._acks[key]
         direction, src, dst = self._moving.pop(msg.request_id)
         # The copy took as long as its slowest rank: the job could not run before that.
@@ -148,16 +161,16 @@ class SwapBook:
                        seconds=round(slowest, 6))
         if self.on_done is not None:
             self.on_done(direction, len(dst), slowest)
-        job = self.core.jobs[msg.request_id]
+        job = self.jobs[msg.request_id]
         job.num_swaps += 1
         kept = job.block_ids[: job.num_kept_blocks]
         if direction is CopyDirection.OFFLOAD:
             self.num_offloads += 1
-            self.core.device.free(src)  # registered ones stay cached: their KV is still there
+            self.device.free(src)  # registered ones stay cached: their KV is still there
             job.location = KVLocation.HOST
         else:
             self.num_uploads += 1
-            self.core.host.free(src)
+            self.host.free(src)
             job.location = KVLocation.DEVICE
             job.num_kept_blocks = 0
             # New blocks, not in the cache index: registered again after its next tick.
@@ -165,38 +178,7 @@ class SwapBook:
         job.block_ids = kept + dst
         if direction is CopyDirection.UPLOAD:
             job.blocks_told = len(job.block_ids)  # the copy command told the workers the table
-        if job.pending_finish is not None:
-            return [self.core.finish(job, job.pending_finish)]
-        return []
-
-    def snapshot(self, tick: int, order: list[Job]) -> CacheSnapshot:
-        """What the cache manager plans from: jobs in priority order, blocks each could move."""
-        core, device = self.core, self.core.device
-        states = []
-        for rank, job in enumerate(order):
-            need = blocks_for_tokens(job.num_tokens + 1, core.limits.block_size)
-            if job.location in (KVLocation.DEVICE, KVLocation.TO_DEVICE):
-                need -= len(job.block_ids)
-            else:
-                need -= job.num_kept_blocks  # shared blocks that stayed on the device
-            if job.location is KVLocation.DEVICE:
-                movable = len(job.block_ids) - shared_prefix(job, device)
-            else:
-                movable = len(job.block_ids) - job.num_kept_blocks
-            states.append(
-                JobCacheState(
-                    job.request_id, rank, job.location.value, movable, max(need, 0), job.in_flight
-                )
-            )
-        return CacheSnapshot(
-            tick=tick,
-            free_device_blocks=device.num_free,
-            total_device_blocks=device.num_blocks,
-            free_host_blocks=core.host.num_free,
-            total_host_blocks=core.host.num_blocks,
-            max_batch_jobs=core.limits.max_batch_jobs,
-            jobs=states,
-        )
+        return job
 
 
 def shared_prefix(job: Job, device: KVBlockPool) -> int:

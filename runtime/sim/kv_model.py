@@ -1,12 +1,13 @@
 """The simulator's KV memory: a device block pool, a host pool, and a reactive planner.
 
-The real cache manager swaps proactively (ENST lookahead, overlapped with compute). The
-simulator keeps a simpler rule that needs no lookahead: before each iteration it makes room
-for the batch the policy wants now, evicting the lowest-priority resident jobs that are not
-in it (to the host pool, or dropping their KV for recomputation when the host is full) and
-uploading the wanted jobs that sit on the host. Moved blocks are counted; the simulator
-either hides them behind compute (a per-iteration copy budget, like proactive swapping on
-a copy stream) or adds their time to the iteration (reactive swapping).
+The real cache manager swaps proactively (the head of the priority order a few ticks
+ahead, overlapped with compute). The simulator keeps a simpler rule that needs no
+lookahead: before each iteration it makes room for the batch the policy wants now,
+evicting the lowest-priority resident jobs that are not in it (to the host pool, or
+dropping their KV for recomputation when the host is full) and uploading the wanted jobs
+that sit on the host. Moved blocks are counted; the simulator either hides them behind
+compute (a per-iteration copy budget, like proactive swapping on a copy stream) or adds
+their time to the iteration (reactive swapping).
 """
 
 from __future__ import annotations

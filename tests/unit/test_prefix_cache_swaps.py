@@ -6,6 +6,7 @@ swapping and aborts leaves every job correct and nothing leaked."""
 import random
 
 from fastserve.protocol.to_scheduler import SwapPlan
+from fastserve.runtime.kv.cache_directory import movable_blocks
 from fastserve.runtime.sched.job import KVLocation
 from fastserve.runtime.sched.mlfq import SkipJoinMLFQ
 from tests.fake_kv import COST, PROMPT, FakeKV, make_core, next_token, submit
@@ -26,7 +27,7 @@ def test_offload_moves_only_unshared_blocks_and_every_owner_stays_correct():
     a, b = shared_pair(core, kv)
     shared = b.block_ids[:2]
     own = b.block_ids[2:]
-    assert core.snapshot(0.0).jobs[1].num_blocks == len(own)  # what an offload would move
+    assert movable_blocks(kv.view().ranked()[1]) == len(own)  # what an offload would move
     core.request_swaps(SwapPlan(0, offload=["b"]))
     plan = kv.tick()  # a runs, reading the shared blocks, in the tick that offloads b
     [copy] = plan.swap_out
@@ -77,7 +78,7 @@ def test_a_job_whose_blocks_are_all_shared_is_not_offloaded():
     submit(core, "b", first + [70], priority=-1)  # runs alone next tick (one job per tick)
     kv.tick()
     assert core.jobs["b"].block_ids[:2] == a.block_ids[:2] and len(a.block_ids) == 2
-    moves = {j.request_id: j.num_blocks for j in core.snapshot(0.0).jobs}
+    moves = {e.request_id: movable_blocks(e) for e in kv.view().ranked()}
     assert moves == {"a": 0, "b": 1}
     core.request_swaps(SwapPlan(0, offload=["a"]))
     plan = kv.tick()
