@@ -165,10 +165,12 @@ class SchedulerCore:
         if not batch and not plan.swap_out and not plan.swap_in and not self._batches:
             self.swaps.unblock(plan, order)  # nothing can run: make room reactively
         self.feed.touch_moved(plan, self.jobs)
+        ran = {id(job) for job, _ in batch}  # a set: the order holds every live job
         for job in order:
-            if job.ran_last_tick and job.started and all(job is not b for b, _ in batch):
+            runs = id(job) in ran
+            if job.ran_last_tick and job.started and not runs:
                 job.num_preemptions += 1
-            job.ran_last_tick = any(job is b for b, _ in batch)
+            job.ran_last_tick = runs
         self.events.on_schedule(plan.tick, order, batch, now)
         for job, n in batch:
             plan.scheduled.append(self._to_scheduled(job, n, plan))
