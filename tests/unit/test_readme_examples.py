@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import contextlib
+import functools
 import io
 import json
 import re
@@ -62,6 +62,13 @@ def on(server: Server, text: str) -> str:
     return text.replace("tcp://127.0.0.1:5555", server.zmq)
 
 
+def printer() -> tuple[io.StringIO, dict[str, Any]]:
+    """Globals for an example whose `print` writes to the returned buffer (not to stdout,
+    where other tests' log configuration may also write)."""
+    printed = io.StringIO()
+    return printed, {"print": functools.partial(print, file=printed)}
+
+
 def test_readme_model_is_the_default_models_served_name(default_model_dir: Path) -> None:
     assert served_model_name(default_model_dir) == README_MODEL
 
@@ -80,13 +87,10 @@ async def test_curl_example(server: Server) -> None:
 
 async def test_openai_client_example(server: Server) -> None:
     (example,) = [b for b in code_blocks("python") if "from openai import OpenAI" in b]
-    printed = io.StringIO()
-
-    def run() -> None:  # the openai client blocks: off the loop that serves it
-        with contextlib.redirect_stdout(printed):
-            exec(compile(on(server, example), "README.md", "exec"), {})
-
-    await asyncio.wait_for(asyncio.to_thread(run), 30)
+    printed, namespace = printer()
+    code = compile(on(server, example), "README.md", "exec")
+    # The openai client blocks: off the loop that serves it.
+    await asyncio.wait_for(asyncio.to_thread(exec, code, namespace), 30)
     (submit,) = server.fake.submitted
     assert printed.getvalue() == reply_for(server.fake.tok.decode(submit.prompt_ids))
 
@@ -101,10 +105,8 @@ async def run_top_level_await(source: str, namespace: dict[str, Any]) -> None:
 
 async def test_zeromq_client_example(server: Server) -> None:
     (example,) = [b for b in code_blocks("python") if "FastServeClient" in b]
-    namespace: dict[str, Any] = {}
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        await asyncio.wait_for(run_top_level_await(on(server, example), namespace), 30)
+    printed, namespace = printer()
+    await asyncio.wait_for(run_top_level_await(on(server, example), namespace), 30)
     chat, completion = server.fake.submitted
     assert printed.getvalue() == reply_for(server.fake.tok.decode(chat.prompt_ids))
     assert namespace["result"].text == reply_for("Once")
