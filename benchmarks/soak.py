@@ -30,11 +30,17 @@ from typing import Any
 import aiohttp
 import structlog
 
-from fastserve.benchmarks.soak_checks import format_report, rss_sample, rss_table, wait_settled
-from fastserve.benchmarks.soak_clients import SoakClients
-from fastserve.benchmarks.soak_plan import CHANNELS, Job, Outcome, make_plan
-from fastserve.runtime.client import FastServeError
-from fastserve.tests.server_harness import ServerProcess, free_port
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.*
+from fastserve.benchmarks.soak_checks import (  # noqa: E402
+    format_report,
+    rss_sample,
+    rss_table,
+    wait_settled,
+)
+from fastserve.benchmarks.soak_clients import SoakClients  # noqa: E402
+from fastserve.benchmarks.soak_plan import CHANNELS, Job, Outcome, make_plan  # noqa: E402
+from fastserve.runtime.client import FastServeError  # noqa: E402
+from tests.server_harness import ServerProcess, free_port  # noqa: E402
 
 MAX_ERROR_EXAMPLES = 20  # failing jobs kept in the JSON, with why
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from fastserve.tests.server_harness import descendants
+from tests.server_harness import descendants
 
 try:  # psutil when installed; /proc otherwise (Linux)
     import psutil

@@ -13,7 +13,7 @@ import zmq
 from fastserve.benchmarks.soak_plan import Job, Outcome, check_end, status_outcome
 from fastserve.benchmarks.soak_ws import WsMux, ws_dedicated, ws_hostile
 from fastserve.runtime.client import FastServeClient, FastServeError
-from fastserve.tests.fuzz_cases import HttpCase
+from tests.fuzz_cases import HttpCase
 
 PATHS = {"completion": "/v1/completions", "chat": "/v1/chat/completions"}
 

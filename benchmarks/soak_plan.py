@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from fastserve.tests.fuzz_cases import (
+from tests.fuzz_cases import (
     HttpCase,
     random_http_case,
     random_json_text,
