@@ -28,6 +28,7 @@ import statistics
 import time
 from pathlib import Path
 
+from fastserve.benchmarks.bench_report import write_report
 from fastserve.protocol.codec import Codec
 from fastserve.protocol.common import CopyDirection, SamplingParams
 from fastserve.protocol.to_scheduler import SampledToken, StepResult, SubmitRequest, SwapDone
@@ -152,10 +153,7 @@ def main() -> None:
             cells.append(f"{before:>7.1f} ->{row[k]:>6.1f}" if before else f"{row[k]:>16.1f}")
         print(f"{name:<12}{''.join(f'{c:>16}' for c in cells)}"
               f"{row['offloads'] + row['uploads']:>8}")  # fmt: skip
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(args.out, {"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

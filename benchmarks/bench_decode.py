@@ -11,14 +11,13 @@ hurts both sides alike. Prints a table and writes JSON (--out).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
+from fastserve.benchmarks.bench_report import write_report
 from fastserve.protocol.common import SamplingParams
 from fastserve.runtime.model.registry import resolve_model_dir
 from fastserve.runtime.model.runner import BatchEntry, ModelRunner, resolve_dtype
@@ -150,10 +149,7 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(args.out, result)
 
 
 _HEADER_DONE = False

@@ -7,6 +7,7 @@ generator) and/or a "sim" side (the simulator), each a flat summary dict (see
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -246,3 +247,12 @@ def save_figure(fig: Any, path: str | Path, title: str, panels_wide: int) -> Pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def write_report(path: str | Path, report: Any) -> Path:
+    """Write a benchmark's JSON report (its folder created) and say where it went."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out}")
+    return out

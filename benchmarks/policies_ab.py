@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from fastserve.benchmarks.bench_report import real_summary
+from fastserve.benchmarks.bench_report import real_summary, write_report
 from fastserve.benchmarks.bench_server import running_server
 from fastserve.benchmarks.loadgen import replay
 from fastserve.benchmarks.workload_build import build_workload, describe_line
@@ -113,9 +112,7 @@ def main() -> None:
         "table": text,
         "elapsed_s": time.perf_counter() - started,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"wrote {out}")
+    write_report(out, report)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@ Prints one table (rows: preset x load; a column group per policy) and writes JSO
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
+from fastserve.benchmarks.bench_report import write_report
 from fastserve.benchmarks.profile_cmd import cached_cost_model
 from fastserve.benchmarks.simulate_cmd import capacity_rate, run_sim
 from fastserve.benchmarks.workload_build import build_workload
@@ -77,10 +76,7 @@ def main() -> None:
                 f"{s['jct_p99'] / f['jct_p99']:5.3f} {s['jct_mean'] / o:5.3f}"
             )
         print(line)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"engine": kw, "cost_model": source, "rows": rows}, indent=1))
-    print(f"wrote {out}")
+    write_report(args.out, {"engine": kw, "cost_model": source, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -15,13 +15,17 @@ import json
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from fastserve.benchmarks.bench_report import comparison_table, sim_summary, write_figure
+from fastserve.benchmarks.bench_report import (
+    comparison_table,
+    sim_summary,
+    write_figure,
+    write_report,
+)
 from fastserve.benchmarks.profile_cmd import cached_cost_model
 from fastserve.benchmarks.workload_build import build_workload, describe_line, workload_info
 from fastserve.benchmarks.workload_options import add_workload_args, resolve_workload_args
@@ -213,10 +217,7 @@ def run(args: argparse.Namespace) -> int:
         "notes": notes,
         "runs": runs,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"wrote {out}")
+    write_report(args.out, report)
     if args.figure:
         print(f"wrote {write_figure(args.figure, runs, describe_line(wl))}")
     return 0
