@@ -15,15 +15,12 @@ only the output length is unknown, and its distribution is learned online.
   output is not queued behind long prefills, and a long prefill does not start ahead of
   many short jobs.
 - Learning (length_dist): a sliding window of ended requests per class; capped, aborted
-  and in-flight requests are censored observations (Kaplan-Meier). The tables are rebuilt
-  every `rebuild_every` ended requests or `rebuild_interval` seconds (if any ended), and
-  smoothed on a log scale (`length_smoothing`). The tables start from a prior
-  (`prior_mean_output`, `prior_cv`: lognormal quantiles), so the policy ranks by total
-  work from the first request (an MLFQ stand-in used to run here, and lost to FCFS on
-  prefill-heavy traces while it learned). From `learn_after` finished requests on the
-  tables are learned, every `learn_after` ends, with the prior blended in as
-  pseudo-requests that fade out by `min_completions` (gittins_model); then every
-  `rebuild_every`. A 150-request benchmark used to run two thirds on the prior alone.
+  and in-flight requests are censored observations (Kaplan-Meier), smoothed on a log scale
+  (`length_smoothing`). The tables start from a lognormal prior (`prior_mean_output`,
+  `prior_cv`), so the policy ranks by total work from the first request; from
+  `learn_after` finished requests on they are learned, every `learn_after` ends, with the
+  prior blended in as pseudo-requests that fade out by `min_completions` (gittins_model);
+  then every `rebuild_every` ends or `rebuild_interval` seconds (if any ended).
 - Order: by the exact index, highest first; ties by arrival. Hysteresis: a job that ran in
   the previous iteration counts its index times `hysteresis`, so a newcomer preempts it
   only when clearly more urgent (each preemption costs a KV move or a refill).
@@ -33,12 +30,10 @@ only the output length is unknown, and its distribution is learned online.
   an oracle there).
 - Starvation: a job unserved for `starvation_threshold` seconds (default
   `STARVATION_QUANTA` batch-1 decode steps) is boosted ahead of all for `boost_tokens`
-  tokens (at most `max_boosted` jobs at once), then returns to its index. In simulation
-  (heavy tails, near saturation) boosting longer or more often traded mean JCT for p99 one
-  for one; 32 tokens sat in the middle. The threshold is longer than skip-join's: under a
-  3x overload nearly every job waited past skip-join's 400 steps, and boosting them in
-  turn drifted towards FCFS (simulated, 7 presets x 2 loads x 3 seeds: 1000 steps cut the
-  code preset's mean JCT at 3x from 1.15x to 1.11x the oracle's with p99 no worse).
+  tokens (at most `max_boosted` jobs at once), then returns to its index. Simulated: more
+  or longer boosts traded mean JCT for p99 one for one (32 tokens sat in the middle); at
+  skip-join's 400 steps a 3x overload boosted nearly every job in turn, drifting towards
+  FCFS, and 1000 cut the code preset's mean from 1.15x to 1.11x the oracle's, p99 no worse.
 
 Aborts: `remove` cannot tell an abort from a finish, so the core should call
 `on_finished(job, reason)` right before `remove(job)`; without it the reason is inferred
@@ -119,7 +114,6 @@ class GittinsPolicy(SchedulingPolicy):
         if hysteresis < 1 or prior_mean_output < 1 or prior_cv <= 0 or prior_requests < 0:
             raise ValueError("need hysteresis >= 1, prior_mean_output >= 1, prior_cv > 0")
         self.cost_model = cost_model
-        self.min_completions = min_completions
         self.rebuild_every = rebuild_every
         self.rebuild_interval = rebuild_interval
         step = cost_model.estimate_decode(1) if cost_model is not None else 0.01
