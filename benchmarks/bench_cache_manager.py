@@ -37,9 +37,10 @@ from fastserve.runtime.kv.allocator import KVBlockPool
 from fastserve.runtime.kv.cache_directory import CacheDirectory
 from fastserve.runtime.kv.swap_planner import ProactiveSwapPlanner
 from fastserve.runtime.logging import configure_logging
+from fastserve.runtime.sched.batching import BatchLimits
 from fastserve.runtime.sched.cost_model import CostModel
 from fastserve.runtime.sched.mlfq import SkipJoinMLFQ
-from fastserve.runtime.sched.scheduler_core import BatchLimits, SchedulerCore
+from fastserve.runtime.sched.scheduler_core import SchedulerCore
 
 COST = CostModel.affine(0.002, 0.0001, 0.015, 0.0005)
 BLOCK = 16

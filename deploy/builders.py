@@ -15,8 +15,9 @@ from fastserve.runtime.config import ServerConfig, solo_batch_tokens
 from fastserve.runtime.kv.allocator import KVBlockPool
 from fastserve.runtime.kv.swap_planner import ProactiveSwapPlanner
 from fastserve.runtime.model.config import ModelConfig
+from fastserve.runtime.sched.batching import BatchLimits
 from fastserve.runtime.sched.registry import make_policy
-from fastserve.runtime.sched.scheduler_core import BatchLimits, SchedulerCore
+from fastserve.runtime.sched.scheduler_core import SchedulerCore
 from fastserve.runtime.zmq_transport import ZmqInbox, ZmqOutbox
 
 if TYPE_CHECKING:

@@ -15,9 +15,10 @@ from fastserve.protocol.to_scheduler import SampledToken, StepResult, SubmitRequ
 from fastserve.protocol.to_worker import TickPlan
 from fastserve.runtime.kv.allocator import KVBlockPool
 from fastserve.runtime.kv.cache_directory import CacheDirectory
+from fastserve.runtime.sched.batching import BatchLimits
 from fastserve.runtime.sched.cost_model import CostModel
 from fastserve.runtime.sched.policy import FCFSPolicy
-from fastserve.runtime.sched.scheduler_core import BatchLimits, SchedulerCore
+from fastserve.runtime.sched.scheduler_core import SchedulerCore
 from fastserve.runtime.worker_state import WorkerJobTable
 
 BS = 4

@@ -50,6 +50,18 @@ from fastserve.runtime.kv.allocator import blocks_for_tokens
 from fastserve.runtime.sched.job import Job, KVLocation
 
 
+@dataclass
+class BatchLimits:
+    """Limits that apply to every tick."""
+
+    max_batch_jobs: int  # most jobs per tick
+    max_batch_tokens: int  # most tokens per tick (prefill chunks + decodes)
+    block_size: int  # tokens per KV block
+    max_model_len: int  # prompt + output may not exceed this
+    max_started_jobs: int | None = None  # most jobs holding KV half-done (None: no bound)
+    solo_batch_tokens: int | None = None  # token budget when one job alone can run (None: same)
+
+
 @dataclass(slots=True)
 class BatchPick:
     """One job's part of an iteration, as the scheduler picks it (the workers get it as a

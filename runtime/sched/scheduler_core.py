@@ -10,7 +10,6 @@ into the next tick. The allocators of both pools live here so there is one sourc
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from fastserve.protocol.common import BlockCopy
 from fastserve.protocol.to_cache_manager import CacheUpdate
@@ -24,7 +23,7 @@ from fastserve.protocol.to_scheduler import (
 )
 from fastserve.protocol.to_worker import NewJob, ScheduledJob, TickPlan
 from fastserve.runtime.kv.allocator import KVBlockPool, blocks_for_tokens
-from fastserve.runtime.sched.batching import pick_batch
+from fastserve.runtime.sched.batching import BatchLimits, pick_batch
 from fastserve.runtime.sched.cache_feed import CacheFeed
 from fastserve.runtime.sched.job import Job, KVLocation
 from fastserve.runtime.sched.job_events import JobEvents
@@ -39,18 +38,6 @@ ServiceShares = Callable[[list[tuple[int, bool]]], list[float]]
 def default_service_shares(batch: list[tuple[int, bool]]) -> list[float]:
     """Without a profile: a prefill token costs 1/20 of a job's share of a decode step."""
     return [n / 20.0 if prefill else 1.0 for n, prefill in batch]
-
-
-@dataclass
-class BatchLimits:
-    """Limits that apply to every tick."""
-
-    max_batch_jobs: int  # most jobs per tick
-    max_batch_tokens: int  # most tokens per tick (prefill chunks + decodes)
-    block_size: int  # tokens per KV block
-    max_model_len: int  # prompt + output may not exceed this
-    max_started_jobs: int | None = None  # most jobs holding KV half-done (None: no bound)
-    solo_batch_tokens: int | None = None  # token budget when one job alone can run (None: same)
 
 
 class SchedulerCore:
@@ -322,4 +309,4 @@ def _error(request_id: str, message: str) -> RequestOutput:
     return RequestOutput(request_id, [], finish_reason="error", error=message)
 
 
-__all__ = ["BatchLimits", "BlockCopy", "SchedulerCore", "ServiceShares"]
+__all__ = ["BlockCopy", "SchedulerCore", "ServiceShares"]

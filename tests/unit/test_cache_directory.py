@@ -19,10 +19,11 @@ from fastserve.protocol.to_scheduler import SampledToken, StepResult, SubmitRequ
 from fastserve.runtime.kv.allocator import KVBlockPool, blocks_for_tokens
 from fastserve.runtime.kv.cache_directory import CacheDirectory, DirectoryOutOfSync
 from fastserve.runtime.kv.swap_planner import ProactiveSwapPlanner
+from fastserve.runtime.sched.batching import BatchLimits
 from fastserve.runtime.sched.cache_feed import CacheFeed
 from fastserve.runtime.sched.mlfq import PlainMLFQ
 from fastserve.runtime.sched.policy import FCFSPolicy
-from fastserve.runtime.sched.scheduler_core import BatchLimits, SchedulerCore
+from fastserve.runtime.sched.scheduler_core import SchedulerCore
 from fastserve.runtime.sched.swap_book import shared_prefix
 
 BS = 4

@@ -23,6 +23,7 @@ from fastserve.protocol.to_scheduler import (
 from fastserve.protocol.to_worker import TickPlan
 from fastserve.runtime.frontend.metrics import FrontendMetrics, RecentWindow
 from fastserve.runtime.kv.allocator import KVBlockPool
+from fastserve.runtime.sched.batching import BatchLimits
 from fastserve.runtime.sched.job import Job, KVLocation
 from fastserve.runtime.sched.mlfq import PlainMLFQ
 from fastserve.runtime.sched.sched_metrics import (
@@ -30,7 +31,7 @@ from fastserve.runtime.sched.sched_metrics import (
     BucketCounts,
     job_states,
 )
-from fastserve.runtime.sched.scheduler_core import BatchLimits, SchedulerCore
+from fastserve.runtime.sched.scheduler_core import SchedulerCore
 from fastserve.runtime.transport import MemoryInbox, MemoryOutbox
 
 BLOCK_BYTES = 1000

@@ -6,13 +6,13 @@ import copy
 from fastserve.protocol.common import SamplingParams
 from fastserve.protocol.to_scheduler import SampledToken, StepResult, SubmitRequest
 from fastserve.runtime.kv.allocator import KVBlockPool
-from fastserve.runtime.sched.batching import pick_batch
+from fastserve.runtime.sched.batching import BatchLimits, pick_batch
 from fastserve.runtime.sched.cost_model import CostModel
 from fastserve.runtime.sched.job import Job
 from fastserve.runtime.sched.mlfq import SkipJoinMLFQ
 from fastserve.runtime.sched.oracle import TotalWorkOracle
 from fastserve.runtime.sched.policy import FCFSPolicy
-from fastserve.runtime.sched.scheduler_core import BatchLimits, SchedulerCore
+from fastserve.runtime.sched.scheduler_core import SchedulerCore
 
 BS = 4
 COST = CostModel.affine(0.0, 0.001, 0.010, 0.001)

@@ -11,9 +11,10 @@ from fastserve.protocol.to_scheduler import (
 )
 from fastserve.protocol.to_worker import TickPlan
 from fastserve.runtime.kv.allocator import KVBlockPool
+from fastserve.runtime.sched.batching import BatchLimits
 from fastserve.runtime.sched.job import KVLocation
 from fastserve.runtime.sched.policy import FCFSPolicy
-from fastserve.runtime.sched.scheduler_core import BatchLimits, SchedulerCore
+from fastserve.runtime.sched.scheduler_core import SchedulerCore
 
 EOS = 2
 
