@@ -116,13 +116,22 @@ class GittinsModel:
             lengths[name].append(tokens)
             if name != POOLED:
                 lengths[POOLED].append(tokens)
-        dists = {POOLED: self._pooled_estimate(lengths[POOLED])}
+        weight = self.prior_weight()
+        dists = {
+            POOLED: self._estimate(
+                self.classes[POOLED].window, lengths[POOLED], self.prior_lengths, weight
+            )
+        }
         if dists[POOLED] is None:
             return False  # aborts crowded the finished requests out of the window
+        self.blended = weight > 0
+        # A young class starts from the pooled shape, counted as `min_completions` requests,
+        # and fades out as its own requests finish.
         shape = quantile_lengths(dists[POOLED], SHRINK_PSEUDO_REQUESTS)
         for name, cls in self.classes.items():
             if name != POOLED:
-                dists[name] = self._class_estimate(cls, lengths[name], shape)
+                each = self._fade(cls.window) * self.min_completions / len(shape)
+                dists[name] = self._estimate(cls.window, lengths[name], shape, each)
         for name, cls in self.classes.items():
             cls.dist, cls.tables = dists[name], {}
         pooled = self.classes[POOLED]
@@ -139,28 +148,20 @@ class GittinsModel:
     def prior_weight(self) -> float:
         """What one prior pseudo-request counts for now (1 at first, 0 from
         `min_completions` finished requests on)."""
-        if not self.prior_lengths:
-            return 0.0
-        return max(0.0, 1.0 - self.classes[POOLED].window.total_finished / self.min_completions)
+        return self._fade(self.classes[POOLED].window) if self.prior_lengths else 0.0
 
-    def _pooled_estimate(self, in_flight: list[int]) -> LengthDist | None:
-        window = self.classes[POOLED].window
-        if window.num_finished < self.learn_after:
-            return None
-        weight = self.prior_weight()
-        self.blended = weight > 0
-        return window.estimate(in_flight, self.prior_lengths, weight)
+    def _fade(self, window: LengthWindow) -> float:
+        """1 with nothing finished, falling linearly to 0 at `min_completions` finished."""
+        return max(0.0, 1.0 - window.total_finished / self.min_completions)
 
-    def _class_estimate(
-        self, cls: _Class, in_flight: list[int], pooled: list[int]
+    def _estimate(
+        self, window: LengthWindow, in_flight: list[int], pseudo: Sequence[int], weight: float
     ) -> LengthDist | None:
-        """A class's own lengths shrunk towards the pooled shape: the pooled pseudo-requests
-        fade out as the class's finished requests reach `min_completions`."""
-        window = cls.window
+        """The window's estimate with `pseudo` lengths weighing `weight` requests each;
+        None until `learn_after` of its requests finished."""
         if window.num_finished < self.learn_after:
             return None
-        weight = max(0.0, 1.0 - window.total_finished / self.min_completions)
-        return window.estimate(in_flight, pooled, weight * self.min_completions / len(pooled))
+        return window.estimate(in_flight, pseudo, weight)
 
     def _new_class(self) -> _Class:
         return _Class(LengthWindow(self.window, self.max_output_len, self.smoothing))
