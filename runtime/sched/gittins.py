@@ -33,7 +33,8 @@ only the output length is unknown, and its distribution is learned online.
   tokens (at most `max_boosted` jobs at once), then returns to its index. Simulated: more
   or longer boosts traded mean JCT for p99 one for one (32 tokens sat in the middle); at
   skip-join's 400 steps a 3x overload boosted nearly every job in turn, drifting towards
-  FCFS, and 1000 cut the code preset's mean from 1.15x to 1.11x the oracle's, p99 no worse.
+  FCFS, and 1000 took the code preset's mean from 1.15x to 1.14x the oracle's and its p99
+  from 1.12x to 1.11x FCFS's (benchmarks/sim_presets.py, 3 seeds).
 
 Aborts: `remove` cannot tell an abort from a finish, so the core should call
 `on_finished(job, reason)` right before `remove(job)`; without it the reason is inferred
