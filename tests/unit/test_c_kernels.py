@@ -77,10 +77,11 @@ def test_norms_and_silu_match_torch():
     torch.testing.assert_close(KERNELS.silu_mul(gate_up), silu_and_mul(gate_up))
 
 
-def _cache(block_size: int = 4, blocks: int = 24) -> DeviceKVPool:
+def _cache(block_size: int = 4, blocks: int = 24, kv_heads: int = 2, dim: int = 16) -> DeviceKVPool:
     spec = KVCacheSpec(
-        num_layers=1, num_kv_heads=2, head_dim=16, block_size=block_size, dtype=torch.float32
-    )
+        num_layers=1, num_kv_heads=kv_heads, head_dim=dim, block_size=block_size,
+        dtype=torch.float32,
+    )  # fmt: skip
     return DeviceKVPool(spec, blocks, torch.device("cpu"))
 
 
@@ -106,15 +107,20 @@ def test_rope_and_cache_write_match_torch():
     torch.testing.assert_close(ours.storage, theirs.storage)
 
 
+# Head layouts: SmolLM2's (9 heads on 3 KV heads, 64 dims), a group wider than one score
+# tile (8 on 1), dims not a multiple of 32 (40); job counts that make every (job, KV head)
+# a task, and one job (tasks of single heads, so two threads share the work).
 @pytest.mark.parametrize("block_size", [4, 16])
-def test_decode_attention_matches_torch(block_size):
+@pytest.mark.parametrize("heads,kv_heads,dim", [(4, 2, 16), (9, 3, 64), (8, 1, 40)])
+@pytest.mark.parametrize("num_jobs", [1, 4])
+def test_decode_attention_matches_torch(block_size, heads, kv_heads, dim, num_jobs):
     assert KERNELS is not None
-    heads, kv_heads, dim = 4, 2, 16
-    pool = _cache(block_size, blocks=40)
+    pool = _cache(block_size, blocks=40, kv_heads=kv_heads, dim=dim)
     pool.storage.normal_(generator=torch.Generator().manual_seed(1))
-    # Lengths from one key to several blocks; tables out of order and interleaved.
-    seqs = [SeqInput(1, 0, [3]), SeqInput(1, 4 * block_size - 1, [9, 0, 30, 4]),
-            SeqInput(1, 2 * block_size + 1, [17, 8, 21])]  # fmt: skip
+    # Lengths from one key to several blocks, not multiples of 8; tables out of order.
+    seqs = [SeqInput(1, 4 * block_size - 1, [9, 0, 30, 4]), SeqInput(1, 0, [3]),
+            SeqInput(1, 2 * block_size + 1, [17, 8, 21]), SeqInput(1, 13, [1, 2, 5, 6])]  # fmt: skip
+    seqs = seqs[:num_jobs]
     meta = build_metadata(seqs, block_size, torch.device("cpu"))
     assert meta.decode is not None
     qkv = torch.randn(len(seqs), (heads + 2 * kv_heads) * dim)

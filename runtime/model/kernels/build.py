@@ -26,7 +26,8 @@ from pathlib import Path
 from fastserve.runtime.model.device_caps import cpu_flags
 from fastserve.runtime.model.registry import cache_root
 
-_SOURCES = ("qmatmul.c", "ops.c")
+_SOURCES = ("qmatmul.c", "ops.c", "attention.c")
+_HEADERS = ("simd_exp.h",)  # included by the sources: part of the build's identity
 _FLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared", "-fPIC", "-std=c11")
 _REQUIRED_CPU_FLAGS = ("avx2", "fma", "f16c")
 _ENV_SWITCH = "FASTSERVE_C_KERNELS"
@@ -68,7 +69,7 @@ def _compiler() -> str | None:
 def _library_path(compiler: str) -> Path:
     here = Path(__file__).parent
     digest = hashlib.sha256()
-    for name in _SOURCES:
+    for name in (*_SOURCES, *_HEADERS):
         digest.update((here / name).read_bytes())
     digest.update(" ".join(_FLAGS).encode())
     digest.update(compiler.encode())
