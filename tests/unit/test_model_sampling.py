@@ -92,6 +92,64 @@ def test_top_p_keeps_the_smallest_nucleus():
     assert set(got) == {0, 1}
 
 
+def _wide_logits(vocab: int = 2000, seed: int = 9) -> torch.Tensor:
+    """A flat-topped row over a large vocabulary: its top-p nucleus spans hundreds of
+    tokens, far past the sampler's first candidate width."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, vocab, generator=g).log() * 0.3
+
+
+def _nucleus(logits: torch.Tensor, top_k: int, top_p: float) -> set[int]:
+    """The reference truncation: sort everything, keep top_k, then the smallest prefix whose
+    renormalized mass reaches top_p."""
+    vals, idx = logits[0].softmax(-1).sort(descending=True)
+    vals, idx = vals[:top_k], idx[:top_k]
+    mass_before = (vals / vals.sum()).cumsum(0) - vals / vals.sum()
+    return set(idx[(mass_before < top_p) | (torch.arange(len(vals)) == 0)].tolist())
+
+
+def _batch_draws(logits: torch.Tensor, req: SampleRequest, n: int) -> list[int]:
+    """n draws in one call (n rows of the same logits, one uniform each)."""
+    reqs = [SampleRequest(f"{req.request_id}{i}", req.params) for i in range(n)]
+    tokens, _ = _sampler().sample(logits.expand(n, -1).clone(), reqs)
+    return tokens.tolist()
+
+
+def test_top_p_nucleus_wider_than_the_first_candidates():
+    logits = _wide_logits()
+    want = _nucleus(logits, top_k=2000, top_p=0.5)
+    assert len(want) > 500  # the sampler must widen its candidates to hold it
+    got = _batch_draws(logits, _req("p", temperature=1.0, top_p=0.5), 20000)
+    assert set(got) <= want
+    assert len(set(got)) > 0.9 * len(want)
+
+
+def test_top_k_wider_than_the_first_candidates_with_top_p():
+    logits = _wide_logits(seed=10)
+    want = _nucleus(logits, top_k=300, top_p=0.8)
+    got = _batch_draws(logits, _req("k", temperature=1.0, top_k=300, top_p=0.8), 20000)
+    assert set(got) <= want
+    assert len(set(got)) > 0.9 * len(want)
+
+
+def test_truncated_sampling_follows_the_renormalized_distribution():
+    probs = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    logits = torch.full((1, 300), -1e9)
+    logits[0, 100:104] = probs.log()  # the candidates sit away from index 0
+    got = _batch_draws(logits, _req("t", temperature=1.0, top_k=3), 20000)
+    freq = [got.count(100 + i) / len(got) for i in range(4)]
+    for f, want in zip(freq, [4 / 9, 3 / 9, 2 / 9, 0.0], strict=True):
+        assert abs(f - want) < 0.02, freq
+
+
+def test_full_vocabulary_sampling_never_draws_a_masked_token():
+    logits = torch.full((1, 5000), float("-inf"))
+    logits[0, [0, 4999]] = 0.0  # mass only at both ends
+    got = _batch_draws(logits, _req("m", temperature=1.0), 4000)
+    assert set(got) == {0, 4999}
+    assert abs(got.count(0) / len(got) - 0.5) < 0.05
+
+
 def test_top_k_and_top_p_rows_mixed_with_plain_rows():
     logits = _logits(3, seed=4)
     reqs = [
