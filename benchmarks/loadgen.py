@@ -58,18 +58,22 @@ def prompt_ids(
     return rng.integers(low, high, size=length).tolist()
 
 
-def request_body(model: str, ids: list[int], output_len: int) -> dict[str, Any]:
-    """A streaming completion that generates exactly `output_len` tokens."""
+def request_body(
+    model: str, ids: list[int], output_len: int, sampling: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """A streaming completion that generates exactly `output_len` tokens; greedy unless
+    `sampling` gives other fields (e.g. temperature, top_p), as users' clients send."""
     return {
         "model": model,
         "prompt": ids,
         "max_tokens": output_len,
         "min_tokens": output_len,
         "ignore_eos": True,
-        "temperature": 0.0,  # greedy: every policy generates the same tokens
+        "temperature": 0.0,  # greedy by default: every policy generates the same tokens
         "stream": True,
         "stream_options": {"include_usage": True},
         "logprobs": 0,
+        **(sampling or {}),
     }
 
 
@@ -233,6 +237,7 @@ async def replay(
     progress: bool = True,
     desc: str = "bench",
     itl: Reservoir | None = None,
+    sampling: dict[str, float] | None = None,
 ) -> tuple[list[RequestResult], dict[str, float], float]:
     """Send every request at its arrival time (a conversation's turn: not before the previous
     answer arrived, see runtime/sim/conversations.py); returns (results, counter deltas,
@@ -242,7 +247,7 @@ async def replay(
     most `max_concurrency` in flight (None: as many as arrive, over up to 512
     connections). `warmup` requests (the longest prompt of the workload, up to 256
     tokens; 4 output tokens) run first, before the server's counters are read. `itl`
-    collects the measured requests' inter-token gaps.
+    collects the measured requests' inter-token gaps. `sampling`: see `request_body`.
     """
     from tqdm import tqdm
 
@@ -264,7 +269,10 @@ async def replay(
             RequestResult(i, r.prompt_len, r.output_len, r.arrival) for i, r in enumerate(workload)
         ]
         ids = prompt_token_ids(workload, rng, token_range, repeat_token, seed)
-        bodies = [request_body(model, p, r.output_len) for p, r in zip(ids, workload, strict=True)]
+        bodies = [
+            request_body(model, p, r.output_len, sampling)
+            for p, r in zip(ids, workload, strict=True)
+        ]
         bar = tqdm(total=len(results), desc=desc, unit="req", disable=not progress)
         answered = [asyncio.Event() for _ in results]  # a conversation's next turn waits
 

@@ -14,6 +14,9 @@ caching), so every pair draws fresh prompt tokens (A and B get the same ones) an
 - ttft1k: one 1,002-token prompt with one output token; seconds to that token.
 - loaded: a workload preset (default `code`) at a fixed request rate; mean and p99 JCT.
 
+Requests are greedy unless `--temperature T [--top-p P]` samples the single, burst and
+loaded sections the way users' clients do (the sampler's cost then counts too).
+
 Prints one row per figure (A median, B median, A/B per pair, its median) and writes JSON:
 
     python benchmarks/peer_compare.py --a http://127.0.0.1:8000 --b http://127.0.0.1:8101
@@ -45,20 +48,25 @@ def _ok(results: list[RequestResult]) -> list[RequestResult]:
     return results
 
 
-async def single_stream(url: str, tokens: int, seed: int) -> dict[str, float]:
-    (r,), _, _ = await replay(url, [Request(0.0, 32, tokens)], progress=False, seed=seed)
+async def single_stream(
+    url: str, tokens: int, seed: int, sampling: dict[str, float] | None = None
+) -> dict[str, float]:
+    work = [Request(0.0, 32, tokens)]
+    (r,), _, _ = await replay(url, work, progress=False, seed=seed, sampling=sampling)
     _ok([r])
     assert r.first_token is not None and r.finish is not None
     return {"single_tok_s": (tokens - 1) / (r.finish - r.first_token)}
 
 
-async def burst(url: str, n: int, seed: int) -> dict[str, float]:
+async def burst(
+    url: str, n: int, seed: int, sampling: dict[str, float] | None = None
+) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     work = [
         Request(0.0, int(p), int(o))
         for p, o in zip(rng.integers(80, 121, n), rng.integers(1, 257, n), strict=True)
     ]
-    results, _, elapsed = await replay(url, work, progress=False, seed=seed)
+    results, _, elapsed = await replay(url, work, progress=False, seed=seed, sampling=sampling)
     _ok(results)
     return {"burst_out_tok_s": sum(r.output_tokens for r in results) / elapsed}
 
@@ -74,10 +82,12 @@ async def ttft_1k(url: str, seed: int, repeats: int = 2) -> dict[str, float]:
     return {"ttft_1k_s": min(times)}
 
 
-async def loaded(url: str, work: list[Request], seed: int) -> dict[str, float]:
+async def loaded(
+    url: str, work: list[Request], seed: int, sampling: dict[str, float] | None = None
+) -> dict[str, float]:
     # A slow peer can take many minutes to drain an overload: no request is cut off early.
     results, _, elapsed = await replay(
-        url, work, progress=False, request_timeout=3600.0, seed=seed
+        url, work, progress=False, request_timeout=3600.0, seed=seed, sampling=sampling
     )
     _ok(results)
     jcts = [r.finish - r.arrival for r in results if r.finish is not None]
@@ -100,15 +110,23 @@ async def run_sections(
 ) -> dict[str, float]:
     seed = args.seed + 1000 * (pair + 1)  # fresh prompt tokens per pair, same for A and B
     out: dict[str, float] = {}
+    sampling = sampling_fields(args)
     if "single" in args.sections:
-        out |= await single_stream(url, args.single_tokens, seed)
+        out |= await single_stream(url, args.single_tokens, seed, sampling)
     if "burst" in args.sections:
-        out |= await burst(url, args.burst, seed)
+        out |= await burst(url, args.burst, seed, sampling)
     if "ttft1k" in args.sections:
         out |= await ttft_1k(url, seed)
     if "loaded" in args.sections:
-        out |= await loaded(url, work, seed)
+        out |= await loaded(url, work, seed, sampling)
     return out
+
+
+def sampling_fields(args: argparse.Namespace) -> dict[str, float] | None:
+    """The generation sections' sampling fields: greedy unless --temperature is given."""
+    if args.temperature is None:
+        return None
+    return {"temperature": args.temperature, "top_p": args.top_p}
 
 
 def table(pairs: list[tuple[dict[str, float], dict[str, float]]], a: str, b: str) -> str:
@@ -140,6 +158,9 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=5.08, help="loaded section, req/s (code preset: 3x "
                    "FastServe's capacity on 2 cores)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=None, help="sample the single, burst "
+                   "and loaded sections at this temperature (default: greedy)")
+    p.add_argument("--top-p", type=float, default=1.0, help="with --temperature (e.g. 0.9)")
     p.add_argument("--out", default="bench_results/peer_compare.json")
     args = p.parse_args()
     args.sections = [s for s in args.sections.split(",") if s]
