@@ -14,7 +14,7 @@ import torch
 from fastserve.runtime.model.kernels.build import load_kernels
 from fastserve.runtime.model.quant import QuantFormat, QuantWeight
 
-_MAX_HEAD_DIM = 512  # the rotary kernel's scratch row
+_MAX_HEAD_DIM = 512  # the rotary kernel's scratch row and decode attention's staging
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
@@ -142,6 +142,8 @@ class CpuKernels:
         _, kvh, dim, bs = key_blocks.shape
         _check(qkv, "qkv")
         _check(tables, "block tables", torch.int64)
+        if dim > _MAX_HEAD_DIM or num_heads % kvh:
+            raise ValueError(f"{num_heads} heads on {kvh} KV heads of {dim} dims: not supported")
         batch = lens.shape[0]
         out = torch.empty((batch, num_heads * dim), dtype=torch.float32)
         self._lib.fs_decode_attention(

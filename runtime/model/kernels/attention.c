@@ -69,10 +69,11 @@ static inline __attribute__((always_inline)) void score_block(
     }
 }
 
-/* p[t] = exp(s[t] - max s) over len scores, in place; returns the sum of p. */
-static float softmax_numerators(float *s, int64_t len) {
+/* p[t] = exp(s[t] - max s) over len scores, in place; returns the sum of p, the max in *peak_out. */
+static float softmax_numerators(float *s, int64_t len, float *peak_out) {
     float peak = -INFINITY;
     for (int64_t t = 0; t < len; t++) peak = s[t] > peak ? s[t] : peak;
+    *peak_out = peak;
     const __m256 vpeak = _mm256_set1_ps(peak);
     __m256 vsum = _mm256_setzero_ps();
     int64_t t = 0;
@@ -135,11 +136,13 @@ static void values_tile(const int NH, const float *p, int64_t row, const float *
 #undef CHUNK
 }
 
-/* One tile: NH query heads (q, o: NH rows of D) of one job over its KV head's blocks. */
+/* One tile: NH query heads (q, o: NH rows of D) of one job over len keys of its KV head,
+ * in the blocks from table on. With `partial` (NH pairs: peak, sum) the output is left
+ * unnormalized (sum_t exp(s_t - peak) v_t) for a later merge; else it is the attention. */
 static void attend_tile(int NH, const float *q, const float *kcache, const float *vcache,
                         const int64_t *table, int64_t len, int64_t KVH_off_k,
                         int64_t KVH_off_v, int64_t D, int64_t bs, int64_t block_stride,
-                        float scale, float *scores, int64_t row, float *o) {
+                        float scale, float *scores, int64_t row, float *o, float *partial) {
     for (int64_t j = 0; j * bs < len; j++) {
         const float *kb = kcache + table[j] * block_stride + KVH_off_k;
         const int64_t n = len - j * bs < bs ? len - j * bs : bs;
@@ -154,7 +157,15 @@ static void attend_tile(int NH, const float *q, const float *kcache, const float
         }
     }
     float inv[SCORE_HEADS];
-    for (int h = 0; h < NH; h++) inv[h] = 1.0f / softmax_numerators(scores + h * row, len);
+    for (int h = 0; h < NH; h++) {
+        float peak;
+        const float sum = softmax_numerators(scores + h * row, len, &peak);
+        inv[h] = partial ? 1.0f : 1.0f / sum;
+        if (partial) {
+            partial[2 * h] = peak;
+            partial[2 * h + 1] = sum;
+        }
+    }
     for (int h0 = 0; h0 < NH; h0 += VALUE_HEADS) {
         const int nh = NH - h0 < VALUE_HEADS ? NH - h0 : VALUE_HEADS;
         values_tile(nh, scores + h0 * row, row, vcache, table, len, bs, KVH_off_v,
@@ -174,8 +185,29 @@ static void attend_tile(int NH, const float *q, const float *kcache, const float
     }
 }
 
+/* The attention of one (job, head) from its splits' partials (peak, sum, unnormalized
+ * output each): the log-sum-exp merge. */
+static void merge_splits(const float *parts, const float *acc, int64_t splits, int64_t D,
+                         float *o) {
+    float peak = -INFINITY;
+    for (int64_t s = 0; s < splits; s++) peak = parts[2 * s] > peak ? parts[2 * s] : peak;
+    float sum = 0.0f;
+    for (int64_t d = 0; d < D; d++) o[d] = 0.0f;
+    for (int64_t s = 0; s < splits; s++) {
+        if (parts[2 * s + 1] == 0.0f) continue; /* an empty split */
+        const float w = expf(parts[2 * s] - peak);
+        sum += w * parts[2 * s + 1];
+        for (int64_t d = 0; d < D; d++) o[d] += w * acc[s * D + d];
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t d = 0; d < D; d++) o[d] *= inv;
+}
+
 /* q: job b's head h at q + b * q_stride + h * D (q_stride: a row of the fused qkv); job b's
- * blocks are tables[starts[b] .. starts[b + 1]), its keys lens[b]; out [B][H][D]. */
+ * blocks are tables[starts[b] .. starts[b + 1]), its keys lens[b]; out [B][H][D].
+ * Tasks are (job, KV head, head tile, key split): with fewer (job, KV head) pairs than two
+ * per thread (batch-1 decoding), each job's blocks are split so every thread has work, and
+ * the splits are merged after; otherwise a task covers all of a job's keys. */
 void fs_decode_attention(const float *q, int64_t q_stride, const float *kcache, const float *vcache,
                          const int64_t *tables, const int64_t *starts, const int64_t *lens,
                          float *out, int64_t B, int64_t H, int64_t KVH, int64_t D, int64_t bs,
@@ -183,24 +215,62 @@ void fs_decode_attention(const float *q, int64_t q_stride, const float *kcache, 
     const int64_t group = H / KVH;
     int64_t max_len = 1;
     for (int64_t b = 0; b < B; b++) max_len = lens[b] > max_len ? lens[b] : max_len;
-    /* Tiles of the whole group, split to SCORE_HEADS; single heads when work is scarce. */
-    int64_t tile = group < SCORE_HEADS ? group : SCORE_HEADS;
-    if (B * KVH < 2 * omp_get_max_threads()) tile = 1;
+    const int64_t tile = group < SCORE_HEADS ? group : SCORE_HEADS;
     const int64_t tiles_per_kv = (group + tile - 1) / tile;
-    const int64_t row = (max_len + bs - 1) / bs * bs + 16; /* a head's score row, padded */
+    const int64_t max_blocks = (max_len + bs - 1) / bs;
+    const int64_t want = 2 * omp_get_max_threads();
+    int64_t splits = B * KVH < want ? (want + B * KVH - 1) / (B * KVH) : 1;
+    splits = splits < max_blocks ? splits : max_blocks;
+    const int64_t per_split = (max_blocks + splits - 1) / splits; /* blocks a split covers */
+    const int64_t row = per_split * bs + 16; /* a head's score row, padded */
+    /* Per (job, head, split): peak and sum, and the unnormalized output. */
+    float *parts = splits > 1 ? malloc(sizeof(float) * (size_t)(B * H * splits * 2)) : NULL;
+    float *accs = splits > 1 ? malloc(sizeof(float) * (size_t)(B * H * splits * D)) : NULL;
+    const int64_t tasks = B * KVH * tiles_per_kv * splits;
 #pragma omp parallel
     {
         float *scores = malloc(sizeof(float) * (size_t)(row * tile));
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t task = 0; task < B * KVH * tiles_per_kv; task++) {
-            const int64_t b = task / (KVH * tiles_per_kv);
-            const int64_t kvh = task / tiles_per_kv % KVH;
-            const int64_t h0 = kvh * group + task % tiles_per_kv * tile;
+        for (int64_t task = 0; task < tasks; task++) {
+            const int64_t split = task % splits;
+            const int64_t rest = task / splits;
+            const int64_t b = rest / (KVH * tiles_per_kv);
+            const int64_t kvh = rest / tiles_per_kv % KVH;
+            const int64_t h0 = kvh * group + rest % tiles_per_kv * tile;
             const int NH = (int)(kvh * group + group - h0 < tile ? kvh * group + group - h0 : tile);
-            attend_tile(NH, q + b * q_stride + h0 * D, kcache, vcache, tables + starts[b],
-                        lens[b], kvh * D * bs, kvh * bs * D, D, bs, block_stride, scale, scores,
-                        row, out + (b * H + h0) * D);
+            const int64_t key0 = split * per_split * bs;
+            const int64_t key1 = key0 + per_split * bs < lens[b] ? key0 + per_split * bs : lens[b];
+            const float *qh = q + b * q_stride + h0 * D;
+            const int64_t *table = tables + starts[b] + split * per_split;
+            if (splits == 1) {
+                attend_tile(NH, qh, kcache, vcache, table, key1, kvh * D * bs, kvh * bs * D, D,
+                            bs, block_stride, scale, scores, row, out + (b * H + h0) * D, NULL);
+                continue;
+            }
+            float part[2 * SCORE_HEADS];
+            if (key1 <= key0) { /* this job has no blocks in the split */
+                for (int h = 0; h < NH; h++) parts[((b * H + h0 + h) * splits + split) * 2 + 1] = 0.0f;
+                continue;
+            }
+            /* The tile's NH output rows, staged (D <= 512, cpu_kernels.py checks) and then
+             * stored per split. */
+            float staged[SCORE_HEADS * 512];
+            attend_tile(NH, qh, kcache, vcache, table, key1 - key0, kvh * D * bs, kvh * bs * D,
+                        D, bs, block_stride, scale, scores, row, staged, part);
+            for (int h = 0; h < NH; h++) {
+                float *pp = parts + ((b * H + h0 + h) * splits + split) * 2;
+                pp[0] = part[2 * h];
+                pp[1] = part[2 * h + 1];
+                float *dst = accs + ((b * H + h0 + h) * splits + split) * D;
+                for (int64_t d = 0; d < D; d++) dst[d] = staged[h * D + d];
+            }
         }
         free(scores);
+    }
+    if (splits > 1) {
+        for (int64_t bh = 0; bh < B * H; bh++)
+            merge_splits(parts + bh * splits * 2, accs + bh * splits * D, splits, D, out + bh * D);
+        free(parts);
+        free(accs);
     }
 }
