@@ -190,7 +190,8 @@ static void attend_tile(int NH, const float *q, const float *kcache, const float
 static void merge_splits(const float *parts, const float *acc, int64_t splits, int64_t D,
                          float *o) {
     float peak = -INFINITY;
-    for (int64_t s = 0; s < splits; s++) peak = parts[2 * s] > peak ? parts[2 * s] : peak;
+    for (int64_t s = 0; s < splits; s++) /* an empty split (sum 0) has no peak */
+        if (parts[2 * s + 1] != 0.0f && parts[2 * s] > peak) peak = parts[2 * s];
     float sum = 0.0f;
     for (int64_t d = 0; d < D; d++) o[d] = 0.0f;
     for (int64_t s = 0; s < splits; s++) {
@@ -249,7 +250,11 @@ void fs_decode_attention(const float *q, int64_t q_stride, const float *kcache, 
             }
             float part[2 * SCORE_HEADS];
             if (key1 <= key0) { /* this job has no blocks in the split */
-                for (int h = 0; h < NH; h++) parts[((b * H + h0 + h) * splits + split) * 2 + 1] = 0.0f;
+                for (int h = 0; h < NH; h++) {
+                    float *pp = parts + ((b * H + h0 + h) * splits + split) * 2;
+                    pp[0] = -INFINITY;
+                    pp[1] = 0.0f;
+                }
                 continue;
             }
             /* The tile's NH output rows, staged (D <= 512, cpu_kernels.py checks) and then
