@@ -5,7 +5,7 @@
  * `group` query heads of one KV head read the same keys and values, so a task scores a tile
  * of them together: each key or value vector is loaded once per tile instead of once per
  * head. When there are too few (job, KV head) pairs to keep every thread busy (batch-1
- * decoding), tiles are single heads so the work still splits.
+ * decoding), each job's blocks are split between tasks and the partial softmaxes merged.
  * Mirrors decode_attention.py (scores, max-subtracted softmax and the weighted sum of values
  * in float32); differs from it only in summation order.
  */
@@ -86,10 +86,8 @@ static float softmax_numerators(float *s, int64_t len, float *peak_out) {
     _mm256_storeu_ps(lane, vsum);
     for (int i = 0; i < 8; i++) sum += lane[i];
     for (; t < len; t++) {
-        float in[8] = {s[t] - peak}, out[8];
-        _mm256_storeu_ps(out, exp256(_mm256_loadu_ps(in)));
-        s[t] = out[0];
-        sum += out[0];
+        s[t] = exp_scalar(s[t] - peak);
+        sum += s[t];
     }
     return sum;
 }

@@ -12,12 +12,6 @@
 
 #include "simd_exp.h"
 
-static inline float exp_scalar(float x) {
-    float in[8] = {x}, out[8];
-    _mm256_storeu_ps(out, exp256(_mm256_loadu_ps(in)));
-    return out[0];
-}
-
 /* out = x * rsqrt(mean(x^2) + eps) * w, per row of x [T][H]. */
 void fs_rms_norm(const float *x, const float *w, float *out, int64_t T, int64_t H, float eps) {
     for (int64_t t = 0; t < T; t++) {

@@ -1,4 +1,4 @@
-/* exp for 8 floats, shared by the kernels (a header: each file inlines it). */
+/* exp for 8 floats and for one, shared by the kernels (a header: each file inlines it). */
 #pragma once
 #include <immintrin.h>
 
@@ -20,4 +20,11 @@ static inline __m256 exp256(__m256 x) {
     y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
     __m256i e = _mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127));
     return _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(e, 23)));
+}
+
+/* exp(x) for one float, by the same polynomial (tails of vector loops). */
+static inline float exp_scalar(float x) {
+    float in[8] = {x}, out[8];
+    _mm256_storeu_ps(out, exp256(_mm256_loadu_ps(in)));
+    return out[0];
 }
