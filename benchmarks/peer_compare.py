@@ -163,6 +163,8 @@ def main() -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="with --temperature (e.g. 0.9)")
     p.add_argument("--out", default="bench_results/peer_compare.json")
     args = p.parse_args()
+    if args.temperature is None and args.top_p != 1.0:
+        p.error("--top-p needs --temperature (without it every request is greedy)")
     args.sections = [s for s in args.sections.split(",") if s]
     if unknown := set(args.sections) - set(SECTIONS):
         raise SystemExit(f"unknown sections {sorted(unknown)}; known: {SECTIONS}")
