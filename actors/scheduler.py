@@ -180,6 +180,8 @@ class SchedulerActor(Actor):
             prefix_cache_evictions=core.device.num_evictions,
             cached_device_blocks=core.device.num_cached,
             cached_host_blocks=core.host.num_cached,
+            steps_ahead=core.flight.steps_ahead,
+            steps_wasted=core.flight.steps_wasted,
         )
 
     async def _send_stats(self) -> None:

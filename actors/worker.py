@@ -74,6 +74,7 @@ class WorkerActor(Actor):
         rank: int = 0,
         reports_tokens: bool = True,
         fail_fast: bool = False,
+        feeds_samples: bool = False,
     ) -> None:
         super().__init__(inbox)
         self.to_scheduler = to_scheduler
@@ -81,7 +82,7 @@ class WorkerActor(Actor):
         self.rank = rank
         self.reports_tokens = reports_tokens
         self.fail_fast = fail_fast
-        self.table = WorkerJobTable()
+        self.table = WorkerJobTable(feeds_samples)  # see worker_state.py
         self._swap_wait_seen = 0.0  # runner.swap_wait_s already reported
         self._ticks: deque[TickPlan] = deque()
         self._copies: list[_Copy] = []
@@ -116,6 +117,8 @@ class WorkerActor(Actor):
             handle = self.runner.swap_in(copy)
             self._copies.append(_Copy(plan.tick, copy.request_id, CopyDirection.UPLOAD, now, handle))
         if not entries:
+            if plan.scheduled and self.reports_tokens:  # all dropped: jobs failed here before
+                await self.to_scheduler.send(StepResult(plan.tick, self.rank, [], 0.0))
             return
         start = time.perf_counter()
         try:
@@ -127,6 +130,7 @@ class WorkerActor(Actor):
                 raise RuntimeError(f"worker {self.rank}: tick {plan.tick} failed: {exc}") from exc
             return
         elapsed = time.perf_counter() - start
+        self.table.record(sampled)
         if self.reports_tokens:
             waited = self.runner.swap_wait_s - self._swap_wait_seen
             self._swap_wait_seen = self.runner.swap_wait_s
@@ -142,6 +146,7 @@ class WorkerActor(Actor):
         )
 
     async def _fail(self, plan: TickPlan, exc: BaseException) -> None:
+        self.table.fail(plan)
         ids = [s.request_id for s in plan.scheduled]
         await self.to_scheduler.send(
             StepFailed(plan.tick, self.rank, ids, f"{type(exc).__name__}: {exc}")

@@ -49,6 +49,7 @@ def make_scheduler_core(cfg: ServerConfig, num_swap_ackers: int) -> SchedulerCor
         num_swap_ackers=num_swap_ackers,
         service_shares=cost_model.service_shares,
         prefix_caching=cfg.scheduler.prefix_caching,
+        async_scheduling=cfg.async_scheduling(),
     )
 
 
@@ -78,7 +79,7 @@ async def build_scheduler(cfg: ServerConfig, ctx: zmq.asyncio.Context, rank: int
         ZmqOutbox(ctx, ep.frontend_in),
         ZmqOutbox(ctx, ep.cache_in),
         core,
-        max_ticks_in_flight=cfg.parallel.pp,
+        max_ticks_in_flight=cfg.max_ticks_in_flight(),
         kv_block_bytes=kv_block_bytes(cfg),
     )
     return actor, {
@@ -172,6 +173,7 @@ async def build_worker(cfg: ServerConfig, ctx: zmq.asyncio.Context, rank: int) -
         rank=rank,
         reports_tokens=layout.reports_tokens(rank),
         fail_fast=layout.world > 1,
+        feeds_samples=cfg.async_scheduling(),
     )
     info = {"rank": str(rank), "device": str(runner.device), "dtype": cfg.dtype}
     if layout.world > 1:

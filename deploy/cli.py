@@ -68,6 +68,13 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
         help="prefill every prompt whole (default: reuse the KV of prompt prefixes seen before)",
     )
     p.add_argument(
+        "--async-scheduling",
+        choices=("auto", "on", "off"),
+        default=d.scheduler.async_scheduling,
+        help="build the next tick while the current one runs (auto: with a GPU; measured "
+        "slower on CPUs, whose cores the forward takes; always off with --pp > 1)",
+    )
+    p.add_argument(
         "--max-model-len", type=int, default=d.max_model_len, help="context length; 0 = the model's"
     )
     p.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens)
@@ -148,6 +155,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     cfg.scheduler.max_batch_tokens = args.max_batch_tokens
     cfg.scheduler.max_started_jobs = args.max_started_jobs
     cfg.scheduler.prefix_caching = args.prefix_caching
+    cfg.scheduler.async_scheduling = args.async_scheduling
     cfg.cache.block_size = args.block_size
     cfg.cache.num_device_blocks = args.num_device_blocks
     cfg.cache.device_kv_gib = args.device_kv_gib

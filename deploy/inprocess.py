@@ -62,11 +62,14 @@ def build_inprocess(cfg: ServerConfig) -> InProcessServer:
         MemoryOutbox(to_front),
         MemoryOutbox(to_cache),
         make_scheduler_core(cfg, 1),
+        max_ticks_in_flight=cfg.max_ticks_in_flight(),
         kv_block_bytes=kv_block_bytes(cfg),
     )
     planner = ProactiveSwapPlanner(cfg.cache.watermark, cfg.cache.lookahead_ticks)
     cache_manager = CacheManagerActor(to_cache, MemoryOutbox(to_sched), planner)
-    worker = WorkerActor(to_worker, MemoryOutbox(to_sched), make_runner(cfg))
+    worker = WorkerActor(
+        to_worker, MemoryOutbox(to_sched), make_runner(cfg), feeds_samples=cfg.async_scheduling()
+    )
     return InProcessServer(frontend, scheduler, cache_manager, worker)
 
 

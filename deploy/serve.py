@@ -160,6 +160,7 @@ def serve(cfg: ServerConfig) -> int:
         dtype=cfg.dtype,
         policy=cfg.scheduler.policy,
         prefix_caching=cfg.scheduler.prefix_caching,
+        async_scheduling=cfg.async_scheduling(),
         device_blocks=cfg.cache.num_device_blocks,
         host_blocks=cfg.cache.num_host_blocks,
         max_model_len=cfg.max_model_len,

@@ -34,11 +34,13 @@ from fastserve.protocol import (
 )
 from fastserve.protocol.common import BlockCopy, SamplingParams, TokenLogprobs
 
-PROTOCOL_VERSION = 7  # 2: SubmitRequest.priority; 3: SchedulerStats observability fields;
+PROTOCOL_VERSION = 8  # 2: SubmitRequest.priority; 3: SchedulerStats observability fields;
 # 4: top/prompt logprobs and grammars (SamplingParams, SampledToken, RequestOutput);
 # 5: prefix caching (NewJob.num_cached, BlockCopy.keep_blocks, SchedulerStats prefix_cache_*)
 # 6: the launches' heartbeat as messages (NodeAlive, NodeDown) instead of text frames
 # 7: the cache manager is fed diffs (CacheUpdate) instead of a snapshot a tick (CacheSnapshot)
+# 8: async scheduling: workers feed their own samples (ScheduledJob.append_token_ids),
+#    SchedulerStats.steps_ahead and steps_wasted
 _HEADER = struct.Struct("!BBQ")
 
 # Type byte -> message class. Append only: a number, once used, keeps its meaning.

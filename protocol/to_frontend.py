@@ -86,3 +86,5 @@ class SchedulerStats:
     prefix_cache_evictions: int = 0  # cached free device blocks reclaimed for new KV, total
     cached_device_blocks: int = 0  # device blocks holding content-addressed KV, held or free
     cached_host_blocks: int = 0  # the same in the host pool (0: the host pool does not cache)
+    steps_ahead: int = 0  # job steps scheduled before the job's previous result (async), total
+    steps_wasted: int = 0  # of which the job had ended meanwhile (result dropped), total

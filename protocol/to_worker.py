@@ -19,11 +19,15 @@ class NewJob:
 
 @dataclass
 class ScheduledJob:
-    """One job's share of a tick: the diff against what workers already know."""
+    """One job's share of a tick: the diff against what workers already know.
+
+    (*) Without async scheduling every sampled token comes back to the workers this way;
+    with it, workers append their own samples, and only a job they had to forget (its KV
+    dropped, so sent again as a NewJob) gets its outputs here."""
 
     request_id: str  # job to run
     num_new_tokens: int  # tokens to compute, starting at the job's computed count (chunk or 1)
-    append_token_ids: list[int] = field(default_factory=list)  # sampled tokens not yet sent
+    append_token_ids: list[int] = field(default_factory=list)  # sampled ones workers lack (*)
     new_block_ids: list[int] = field(default_factory=list)  # device blocks appended to its table
     sample: bool = True  # sample a token after this chunk (False for a non-final prefill chunk)
 

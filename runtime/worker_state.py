@@ -3,6 +3,10 @@
 Pure bookkeeping (no tensors): the scheduler sends each job's data once and only diffs
 after; this table replays those diffs into the `BatchEntry`s the model runner executes.
 `BatchEntry` lives here, torch-free, so the table (and its tests) need no model code.
+
+With `feeds_samples` (async scheduling) the table appends each token the worker sampled to
+its job itself, so a tick built before the previous one's result can feed it; the scheduler
+then sends sampled tokens only to a job the workers had to forget (its KV was dropped).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fastserve.protocol.common import SamplingParams
+from fastserve.protocol.to_scheduler import SampledToken
 from fastserve.protocol.to_worker import TickPlan
 
 
@@ -40,13 +45,33 @@ class BatchEntry:
 class WorkerJobTable:
     """Jobs known to one worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, feeds_samples: bool = False) -> None:
+        self.feeds_samples = feeds_samples
         self.jobs: dict[str, WorkerJob] = {}
+        # Jobs of a tick that failed here: the scheduler ends them, but a tick built ahead
+        # may still schedule them; those entries are dropped until the release comes.
+        self.failed: set[str] = set()
+
+    def record(self, sampled: list[SampledToken]) -> None:
+        """This worker's samples of the tick just run (with feeds_samples; else a no-op)."""
+        if not self.feeds_samples:
+            return
+        for token in sampled:
+            job = self.jobs.get(token.request_id)
+            if job is not None:
+                job.token_ids.append(token.token_id)
+
+    def fail(self, plan: TickPlan) -> None:
+        """The tick failed: forget its jobs, and drop them from later ticks."""
+        for sched in plan.scheduled:
+            self.jobs.pop(sched.request_id, None)
+            self.failed.add(sched.request_id)
 
     def apply(self, plan: TickPlan) -> list[BatchEntry]:
         """Forget released jobs, learn new ones, and build this tick's entries."""
         for rid in plan.released:
             self.jobs.pop(rid, None)
+            self.failed.discard(rid)
         for new in plan.new_jobs:
             # A prefix-cache hit: the first blocks sent with it already hold num_cached tokens.
             self.jobs[new.request_id] = WorkerJob(
@@ -59,6 +84,8 @@ class WorkerJobTable:
             job.block_table = job.block_table[: copy.keep_blocks] + list(copy.dst_block_ids)
         entries = []
         for sched in plan.scheduled:
+            if sched.request_id in self.failed:
+                continue
             job = self.jobs.get(sched.request_id)
             if job is None:
                 raise KeyError(f"tick {plan.tick} schedules unknown job {sched.request_id}")

@@ -147,6 +147,10 @@ def _counters(s: SchedulerStats) -> Iterator[Metric]:
     yield swaps
     yield counter("kv_recomputes", "Jobs whose KV was dropped to recompute.", s.recomputes)
     yield counter("worker_busy_seconds", "Worker forward time, summed.", s.busy_seconds)
+    yield counter("steps_ahead", "Job steps built before the previous result.", s.steps_ahead)
+    yield counter(
+        "steps_wasted", "Steps built ahead for jobs that ended before them.", s.steps_wasted
+    )
     yield counter(
         "worker_swap_wait_seconds", "Forward time spent waiting for KV copies.",
         s.swap_wait_seconds,

@@ -7,7 +7,10 @@ simulated tick and a real tick pick the same jobs. Rules, in priority order:
 - Only jobs whose KV is on the device (`KVLocation.DEVICE`) or not yet computed
   (`KVLocation.NONE`, a new job or one whose KV was dropped) can run; jobs on the host or
   with a copy in flight are skipped (the cache manager uploads them ahead of time), and so
-  are jobs still `in_flight` in a tick the workers are executing (pipelining).
+  are jobs still `in_flight` in a tick the workers are executing (pipelining), unless
+  `ahead(job)` says the job may take its next step before that tick's result (async
+  scheduling): it is then seen as that tick will leave it, its fed tokens computed and its
+  sampled token there (the workers feed it from their own sample).
 - A job that still has uncomputed tokens beyond the last sampled one is *prefilling*: it
   feeds its remaining prompt (or, after its KV was dropped, prompt plus outputs so far).
   A decoding job feeds exactly one token.
@@ -62,6 +65,10 @@ class BatchLimits:
     solo_batch_tokens: int | None = None  # token budget when one job alone can run (None: same)
 
 
+# An in-flight job -> whether it may be scheduled again before its tick's result.
+LookAhead = Callable[[Job], bool]
+
+
 @dataclass(slots=True)
 class BatchPick:
     """One job's part of an iteration, as the scheduler picks it (the workers get it as a
@@ -77,8 +84,14 @@ class BatchPick:
     def samples(self) -> bool:
         """True if this iteration ends with a new sampled token for the job (before or
         after the cached tokens were attached: num_computed is 0 or cached_tokens then)."""
-        start = max(self.job.num_computed, self.cached_tokens)
-        return start + self.num_new_tokens >= self.job.num_tokens
+        computed, total = progress(self.job)
+        return max(computed, self.cached_tokens) + self.num_new_tokens >= total
+
+
+def progress(job: Job) -> tuple[int, int]:
+    """(tokens computed, tokens known) once its ticks in flight are done: the job as the
+    next step it is scheduled for will find it."""
+    return job.num_computed + job.tokens_in_flight, job.num_tokens + job.samples_in_flight
 
 
 # A job with nothing computed -> (its tokens in the prefix cache, how many of their blocks
@@ -87,8 +100,10 @@ PrefixLookup = Callable[[Job], tuple[int, int]]
 
 
 def is_prefilling(job: Job) -> bool:
-    """True while the job must feed more than its last sampled token (or has computed none)."""
-    return job.num_computed == 0 or job.num_uncomputed > 1
+    """True while the job must feed more than its last sampled token (or has computed none),
+    once its ticks in flight are done."""
+    computed, total = progress(job)
+    return computed == 0 or total - computed > 1
 
 
 def device_blocks_held(job: Job) -> int:
@@ -96,10 +111,10 @@ def device_blocks_held(job: Job) -> int:
     return len(job.block_ids) if job.location is KVLocation.DEVICE else 0
 
 
-def _may_run(job: Job, include_offloaded: bool) -> bool:
+def may_run(job: Job, include_offloaded: bool = False, ahead: LookAhead | None = None) -> bool:
     """Whether the walk below could take the job at all (memory and budgets aside)."""
     if job.in_flight:
-        return False
+        return ahead is not None and ahead(job)
     location = job.location
     return location in (KVLocation.DEVICE, KVLocation.NONE) or (
         include_offloaded and location is KVLocation.HOST
@@ -119,29 +134,33 @@ def pick_batch(
     max_started: int | None = None,
     prefix: PrefixLookup | None = None,
     solo_max_tokens: int | None = None,
+    ahead: LookAhead | None = None,
 ) -> list[BatchPick]:
     """The entries of the next iteration, in priority order (see the module doc)."""
     entries: list[BatchPick] = []
     jobs = list(order)
-    lone = sum(1 for job in jobs if _may_run(job, include_offloaded)) == 1
+    lone = sum(1 for job in jobs if may_run(job, include_offloaded, ahead)) == 1
     if lone and solo_max_tokens is not None and solo_max_tokens > max_tokens:
         max_tokens = solo_max_tokens
     tokens_left = max_tokens
     blocks_left = free_blocks
-    started = sum(1 for job in jobs if job.started)
+    # A job whose first chunk is in flight is started too (it holds KV half-done).
+    started = sum(1 for job in jobs if job.started or job.in_flight)
     for job in jobs:
-        if not _may_run(job, include_offloaded):
+        if not may_run(job, include_offloaded, ahead):
             continue
         location = job.location
+        fresh = not job.started and not job.in_flight  # would start now
         # An offloaded job holds only its kept shared blocks: the rest must come back.
         held = job.num_kept_blocks if location is KVLocation.HOST else device_blocks_held(job)
         cached = cost = 0
-        if prefix is not None and location is KVLocation.NONE and job.num_computed == 0:
+        if prefix is not None and location is KVLocation.NONE and fresh:
             cached, cost = prefix(job)
             held = cached // block_size  # the cached blocks it will hold
-        computed = job.num_computed + cached
         prefill = is_prefilling(job)
-        remaining = job.num_tokens - computed
+        computed, total = progress(job)
+        computed += cached
+        remaining = total - computed
         if not prefill:
             n = 1
         elif remaining <= tokens_left:
@@ -151,10 +170,10 @@ def pick_batch(
         else:
             continue
         need = max(0, blocks_for_tokens(computed + n, block_size) - held)
-        admit = blocks_for_tokens(job.num_tokens + 1, block_size) - held if not job.started else 0
+        admit = blocks_for_tokens(job.num_tokens + 1, block_size) - held if fresh else 0
         if max(need, admit) + cost > blocks_left:
             continue
-        if not job.started:
+        if fresh:
             if max_started is not None and started >= max_started:
                 continue
             started += 1

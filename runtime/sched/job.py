@@ -34,7 +34,12 @@ class Job:
     workers_know: bool = False  # NewJob already sent to the workers
     blocks_told: int = 0  # leading entries of block_ids the workers already have
     unsent_token_ids: list[int] = field(default_factory=list)  # sampled, not yet told to workers
-    in_flight: bool = False  # part of a tick the workers are executing
+    in_flight: bool = False  # part of a tick the workers are executing (one, or two ahead)
+    # Looking ahead (async scheduling), the ticks in flight are counted in neither
+    # num_computed nor output_ids until their results come back:
+    ticks_in_flight: int = 0  # ticks in flight that hold it
+    tokens_in_flight: int = 0  # tokens those ticks feed
+    samples_in_flight: int = 0  # tokens those ticks sample
     ran_last_tick: bool = False  # was in the previous batch (to count preemptions)
     pending_finish: str | None = None  # finish reason to apply once its tick or swap completes
     # Policy bookkeeping (owned by the policy object; kept here so snapshots can show it).
@@ -60,6 +65,13 @@ class Job:
         if generated >= params.max_tokens or self.num_tokens >= max_model_len:
             return "length"
         return None
+
+    def last_token_ends_it(self, max_model_len: int) -> bool:
+        """Whether the token its tick in flight samples ends it by length (max_tokens or
+        the context), so no step may be scheduled after it before the result."""
+        generated = len(self.output_ids) + self.samples_in_flight
+        total = self.num_tokens + self.samples_in_flight
+        return generated >= self.sampling.max_tokens or total >= max_model_len
 
     @property
     def num_tokens(self) -> int:

@@ -5,6 +5,13 @@
 `cache_update()` says what changed in the KV since it was last called, for the cache
 manager's directory; the moves it plans come back as commands that are checked and folded
 into the next tick. The allocators of both pools live here so there is one source of truth.
+
+With `async_scheduling` the workers append each token they sample to their own copy of the
+job (nothing sampled is sent back to them), so the next tick can be built while the current
+one runs: a job in one tick in flight may be scheduled again one step ahead, feeding the
+token that tick samples. If that token ends the job (EOS, a stop token), the step ahead is
+wasted and its result dropped; steps that would pass max_tokens or the context are never
+scheduled ahead.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from fastserve.protocol.to_worker import NewJob, ScheduledJob, TickPlan
 from fastserve.runtime.kv.allocator import KVBlockPool, blocks_for_tokens
 from fastserve.runtime.sched.batching import BatchLimits, pick_batch
 from fastserve.runtime.sched.cache_feed import CacheFeed
+from fastserve.runtime.sched.in_flight import Step, TicksInFlight
 from fastserve.runtime.sched.job import Job, KVLocation
 from fastserve.runtime.sched.job_events import JobEvents
 from fastserve.runtime.sched.policy import SchedulingPolicy
@@ -53,6 +61,7 @@ class SchedulerCore:
         num_swap_ackers: int = 1,
         service_shares: ServiceShares = default_service_shares,
         prefix_caching: bool = True,
+        async_scheduling: bool = False,
     ) -> None:
         self.policy = policy
         self.limits = limits
@@ -60,13 +69,14 @@ class SchedulerCore:
         self.host = host_pool
         self.eos_token_ids = eos_token_ids
         self.service_shares = service_shares
+        self.async_scheduling = async_scheduling
         self.jobs: dict[str, Job] = {}
         self.tick = 0
         self.swaps = SwapBook(self.jobs, device_pool, host_pool, num_swap_ackers)
         self.feed = CacheFeed(device_pool, host_pool, limits.block_size, limits.max_batch_jobs)
         self._order: list[Job] = []  # the last tick's priority order, for the cache manager
         self.prefix = PrefixCache(device_pool, limits.block_size, prefix_caching)
-        self._batches: dict[int, list[tuple[Job, int]]] = {}  # tick -> (job, tokens fed)
+        self.flight = TicksInFlight(self.jobs)  # the ticks the workers are executing
         self._released: list[str] = []  # jobs the workers must forget, sent with the next tick
         self.finished_preemptions = 0  # preemptions of jobs that have since ended
         self.events = JobEvents()  # state changes the actor logs (the core does no I/O)
@@ -139,6 +149,17 @@ class SchedulerCore:
                 for j in self.jobs.values()
             )
             or bool(self._released)
+            or (self.async_scheduling and any(self._ahead(j) for j in self.jobs.values()))
+        )
+
+    def _ahead(self, job: Job) -> bool:
+        """Whether an in-flight job may be scheduled one step ahead of its tick's result."""
+        return (
+            job.in_flight
+            and job.ticks_in_flight == 1
+            and job.pending_finish is None
+            and job.location is KVLocation.DEVICE
+            and not job.last_token_ends_it(self.limits.max_model_len)
         )
 
     def schedule(self, now: float) -> TickPlan:
@@ -149,22 +170,23 @@ class SchedulerCore:
         self._order = order
         self.swaps.fill(plan)
         batch = self._pick_batch(order)
-        if not batch and not plan.swap_out and not plan.swap_in and not self._batches:
+        if not batch and not plan.swap_out and not plan.swap_in and not self.flight:
             self.swaps.unblock(plan, order)  # nothing can run: make room reactively
         self.feed.touch_moved(plan, self.jobs)
-        ran = {id(job) for job, _ in batch}  # a set: the order holds every live job
+        ran = {id(step.job) for step in batch}  # a set: the order holds every live job
         for job in order:
             runs = id(job) in ran
-            if job.ran_last_tick and job.started and not runs:
+            if job.ran_last_tick and job.started and not runs and not job.in_flight:
                 job.num_preemptions += 1
-            job.ran_last_tick = runs
-        self.events.on_schedule(plan.tick, order, batch, now)
-        for job, n in batch:
-            plan.scheduled.append(self._to_scheduled(job, n, plan))
+            # A job still in flight but not in this tick has not been preempted (yet).
+            job.ran_last_tick = runs or (job.ran_last_tick and job.in_flight)
+        self.events.on_schedule(plan.tick, order, [(s.job, s.num_tokens) for s in batch], now)
+        for step in batch:
+            plan.scheduled.append(self._to_scheduled(step, plan))
         if batch or plan.swap_out or plan.swap_in or plan.released:
             self.tick = plan.tick
         if batch:
-            self._batches[plan.tick] = batch
+            self.flight.launch(plan.tick, batch)
         return plan
 
     def priority_order(self, now: float) -> list[Job]:
@@ -183,7 +205,7 @@ class SchedulerCore:
 
         return sorted(order, key=cls)
 
-    def _pick_batch(self, order: list[Job]) -> list[tuple[Job, int]]:
+    def _pick_batch(self, order: list[Job]) -> list[Step]:
         """The batch builder's entries (batching.pick_batch), with their blocks allocated."""
         lim = self.limits
         entries = pick_batch(
@@ -195,19 +217,21 @@ class SchedulerCore:
             max_started=lim.max_started_jobs,
             prefix=self.prefix.lookup if self.prefix.enabled else None,
             solo_max_tokens=lim.solo_batch_tokens,
+            ahead=self._ahead if self.async_scheduling else None,
         )
         self.prefix.attach(entries)  # before allocating: no eviction of a promised block
-        batch: list[tuple[Job, int]] = []
+        batch: list[Step] = []
         for entry in entries:
             job = entry.job
+            samples = entry.samples  # before start() moves the job's progress
             job.block_ids.extend(self.device.allocate(entry.new_blocks))
             job.location = KVLocation.DEVICE
-            job.in_flight = True
+            batch.append(self.flight.start(job, entry.num_new_tokens, samples))
             self.feed.touch(job)
-            batch.append((job, entry.num_new_tokens))
         return batch
 
-    def _to_scheduled(self, job: Job, n: int, plan: TickPlan) -> ScheduledJob:
+    def _to_scheduled(self, step: Step, plan: TickPlan) -> ScheduledJob:
+        job = step.job
         if not job.workers_know:
             plan.new_jobs.append(
                 NewJob(job.request_id, job.prompt_ids, job.sampling, job.num_computed)
@@ -216,10 +240,10 @@ class SchedulerCore:
         # Workers hold the prompt plus every token we told them; send the new ones.
         sched = ScheduledJob(
             request_id=job.request_id,
-            num_new_tokens=n,
+            num_new_tokens=step.num_tokens,
             append_token_ids=job.unsent_token_ids,
             new_block_ids=job.block_ids[job.blocks_told :],
-            sample=job.num_computed + n >= job.num_tokens,
+            sample=step.samples,
         )
         job.unsent_token_ids = []
         job.blocks_told = len(job.block_ids)
@@ -229,17 +253,17 @@ class SchedulerCore:
 
     def update(self, result: StepResult, now: float) -> list[RequestOutput]:
         """Apply a tick's sampled tokens; returns outputs (new tokens, finishes)."""
-        batch = self._batches.pop(result.tick, [])
+        batch = self.flight.land(result.tick)
         sampled = {t.request_id: t for t in result.tokens}
-        shares = self.service_shares([(n, j.in_prefill) for j, n in batch])
+        shares = self.service_shares([(s.num_tokens, s.job.in_prefill) for s in batch])
         scale = result.compute_s / sum(shares) if sum(shares) > 0 else 0.0
         self.policy.on_served(
-            [(j, s * scale) for (j, _), s in zip(batch, shares, strict=True)], now
+            [(step.job, s * scale) for step, s in zip(batch, shares, strict=True)], now
         )
         outputs: list[RequestOutput] = []
-        for job, n in batch:
-            job.in_flight = False
-            job.num_computed += n
+        for step in batch:
+            job = step.job
+            job.num_computed += step.num_tokens
             self.feed.touch(job)  # a finish below forgets it again
             self.prefix.register(job)
             token = sampled.get(job.request_id)
@@ -251,7 +275,8 @@ class SchedulerCore:
             if job.first_token_time is None:
                 job.first_token_time = now
             job.output_ids.append(token.token_id)
-            job.unsent_token_ids.append(token.token_id)
+            if not self.async_scheduling:  # else the workers fed it themselves
+                job.unsent_token_ids.append(token.token_id)
             reason = job.stop_reason(token.token_id, self.limits.max_model_len)
             out = RequestOutput(
                 job.request_id,
@@ -270,15 +295,11 @@ class SchedulerCore:
 
     def fail_tick(self, failed: StepFailed) -> list[RequestOutput]:
         """A worker could not run a tick: its jobs end with the error."""
-        batch = self._batches.pop(failed.tick, [])
-        outputs = []
-        for job, _ in batch:
-            job.in_flight = False
-            outputs.append(self.finish(job, "error", failed.message))
-        return outputs
+        steps = self.flight.land(failed.tick)
+        return [self.finish(step.job, "error", failed.message) for step in steps]
 
     def in_flight_ticks(self) -> int:
-        return len(self._batches)
+        return len(self.flight)
 
     def finish(self, job: Job, reason: str, error: str | None = None) -> RequestOutput:
         """Free everything the job holds; tell the workers with the next tick."""
