@@ -6,7 +6,8 @@ its cache slot; then
 - prefill chunks run causal SDPA per job over the job's keys (fresh ones, or gathered from
   the cache when earlier tokens are cached), and
 - all single-query rows run together as split-K paged attention (decode_attention.py).
-Nothing is padded to the longest job of the batch.
+Nothing is padded to the longest job of the batch, but in a CUDA graph's fixed-shape batch
+(`padded`, see cuda_graphs.py and padded_decode.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fastserve.runtime.model.decode_attention import (
     build_decode_meta,
     decode_attention,
 )
+from fastserve.runtime.model.padded_decode import PaddedDecode, padded_decode_attention
 
 
 @dataclass
@@ -47,6 +49,7 @@ class AttentionMetadata:
     slots: torch.Tensor  # [T] block * block_size + offset (the C kernels' one index)
     decode: DecodeMeta | None
     prefills: list[PrefillSeq]
+    padded: PaddedDecode | None = None  # a CUDA graph's batch: single queries, fixed shapes
 
 
 @dataclass
@@ -148,6 +151,9 @@ def paged_attention(
     q: [T, heads, D]; kv: [T, 2, kv_heads, D] (this step's K/V, already written to the
     cache). Returns [T, heads * D].
     """
+    if meta.padded is not None:
+        out = padded_decode_attention(q, key_blocks, value_blocks, meta.padded, scale)
+        return out.reshape(meta.num_tokens, -1)
     outs: list[torch.Tensor] = []
     if meta.decode is not None:
         n = meta.decode.num_seqs

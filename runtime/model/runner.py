@@ -22,6 +22,7 @@ from fastserve.runtime.kv.spec import KVCacheSpec
 from fastserve.runtime.kv.swapper import BlockSwapper, SwapHandle
 from fastserve.runtime.model.attention import SeqInput, build_metadata
 from fastserve.runtime.model.config import ModelConfig
+from fastserve.runtime.model.cuda_graphs import DecodeGraphs
 from fastserve.runtime.model.device_caps import resolve_dtype
 from fastserve.runtime.model.grammar import GrammarBook
 from fastserve.runtime.model.llama import LlamaModel
@@ -86,6 +87,12 @@ class ModelRunner:
             (self.device_pool.key_blocks(i), self.device_pool.value_blocks(i))
             for i in range(num_layers)
         ]
+        # Decode steps replayed from CUDA graphs where they apply (cuda_graphs.py).
+        self.graphs = (
+            DecodeGraphs(self.model, self._kv_layers, block_size, self.max_model_len)
+            if DecodeGraphs.usable(self.model)
+            else None
+        )
 
     @property
     def eos_token_ids(self) -> list[int]:
@@ -168,19 +175,14 @@ class ModelRunner:
             ids.extend(e.token_ids)
             if e.sample:
                 rows.append(len(ids) - 1)
-        meta = build_metadata(
-            [SeqInput(len(e.token_ids), e.start_pos, e.block_table) for e in ordered],
-            self.block_size,
-            self.device,
-            self.dtype,
-        )
         if self.swapper.has_pending_uploads():
             fence_start = time.perf_counter()
             self.swapper.fence_uploads({b for e in ordered for b in e.block_table})
             self.swap_wait_s += time.perf_counter() - fence_start
-        input_ids = torch.tensor(ids, dtype=torch.long).to(self.device, non_blocking=True)
-        row_t = torch.tensor(rows + extra_rows, dtype=torch.long).to(self.device, non_blocking=True)
-        logits = self.model.forward(input_ids, meta, self._kv_layers, row_t)
+        if self.graphs is not None and not asked and self.graphs.fits(ordered):
+            logits = self.graphs.run(ordered)  # every entry samples: one row each
+        else:
+            logits = self._eager(ordered, ids, rows + extra_rows)
         if logits is None:  # an earlier pipeline stage: the activations went on
             return torch.empty((0, self.vocab_size)), [], []
         prompt_rows: PromptRows = []
@@ -197,6 +199,20 @@ class ModelRunner:
             perm = [row_of[i] for i in sorted(sampled_order)]
             logits = logits.index_select(0, torch.tensor(perm, device=logits.device))
         return logits, sampled, prompt_rows
+
+    def _eager(
+        self, ordered: list[BatchEntry], ids: list[int], rows: list[int]
+    ) -> torch.Tensor | None:
+        """The plain forward of the ordered batch: logits of `rows` (None off the last stage)."""
+        meta = build_metadata(
+            [SeqInput(len(e.token_ids), e.start_pos, e.block_table) for e in ordered],
+            self.block_size,
+            self.device,
+            self.dtype,
+        )
+        input_ids = torch.tensor(ids, dtype=torch.long).to(self.device, non_blocking=True)
+        row_t = torch.tensor(rows, dtype=torch.long).to(self.device, non_blocking=True)
+        return self.model.forward(input_ids, meta, self._kv_layers, row_t)
 
     @torch.inference_mode()
     def _sample(

@@ -15,7 +15,7 @@ export PYTHONPATH=/tmp/site:/tmp/pkg:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 timeout 300 python3 -m pytest -q -p no:cacheprovider -ra --durations=8 tests/gpu \
-  tests/unit/test_kv_swapper.py tests/unit/test_model_runner.py \
+  tests/unit/test_kv_swapper.py tests/unit/test_model_runner.py tests/unit/test_cuda_graphs.py \
   tests/process/test_inprocess_server.py tests/process/test_server_processes.py \
   tests/process/test_zmq_client_process.py 2>&1 | tee "$out/gpu_tests.log"
 # A SmolLM2-135M-shaped random model on the GPU under a heavy-tailed Poisson load.
