@@ -95,13 +95,17 @@ class FakeKV:
     def tick(self, now=0.0):
         """One tick: schedule, execute, acknowledge copies, apply results; returns the plan."""
         plan = self.core.schedule(now)
+        self.finish(plan, now)
+        return plan
+
+    def finish(self, plan: TickPlan, now=0.0) -> None:
+        """Execute a planned tick, acknowledge its copies and apply its result."""
         result = self.run(plan)
         for c in plan.swap_out:
             self.core.swap_done(SwapDone(plan.tick, 0, c.request_id, "out", 0.0))
         for c in plan.swap_in:
             self.core.swap_done(SwapDone(plan.tick, 0, c.request_id, "in", 0.0))
         self.outputs += self.core.update(result, now)
-        return plan
 
     def pipelined(self, depth=2, limit=400, now=0.0):
         """Run to the end with up to `depth` ticks in flight, as the scheduler actor does
@@ -116,13 +120,7 @@ class FakeKV:
             if not flight:
                 assert not self.core.jobs, "jobs left with nothing to run"
                 return
-            plan = flight.pop(0)
-            result = self.run(plan)
-            for c in plan.swap_out:
-                self.core.swap_done(SwapDone(plan.tick, 0, c.request_id, "out", 0.0))
-            for c in plan.swap_in:
-                self.core.swap_done(SwapDone(plan.tick, 0, c.request_id, "in", 0.0))
-            self.outputs += self.core.update(result, now)
+            self.finish(flight.pop(0), now)
         raise AssertionError("jobs did not finish")
 
     def view(self) -> CacheDirectory:
