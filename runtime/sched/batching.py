@@ -111,7 +111,7 @@ def device_blocks_held(job: Job) -> int:
     return len(job.block_ids) if job.location is KVLocation.DEVICE else 0
 
 
-def may_run(job: Job, include_offloaded: bool = False, ahead: LookAhead | None = None) -> bool:
+def _may_run(job: Job, include_offloaded: bool = False, ahead: LookAhead | None = None) -> bool:
     """Whether the walk below could take the job at all (memory and budgets aside)."""
     if job.in_flight:
         return ahead is not None and ahead(job)
@@ -139,7 +139,7 @@ def pick_batch(
     """The entries of the next iteration, in priority order (see the module doc)."""
     entries: list[BatchPick] = []
     jobs = list(order)
-    lone = sum(1 for job in jobs if may_run(job, include_offloaded, ahead)) == 1
+    lone = sum(1 for job in jobs if _may_run(job, include_offloaded, ahead)) == 1
     if lone and solo_max_tokens is not None and solo_max_tokens > max_tokens:
         max_tokens = solo_max_tokens
     tokens_left = max_tokens
@@ -147,7 +147,7 @@ def pick_batch(
     # A job whose first chunk is in flight is started too (it holds KV half-done).
     started = sum(1 for job in jobs if job.started or job.in_flight)
     for job in jobs:
-        if not may_run(job, include_offloaded, ahead):
+        if not _may_run(job, include_offloaded, ahead):
             continue
         location = job.location
         fresh = not job.started and not job.in_flight  # would start now
