@@ -48,6 +48,23 @@ class SchedulingPolicy(ABC):
             job.last_served = now
 
 
+def request_order(policy: SchedulingPolicy, now: float) -> list[Job]:
+    """The policy's order with request priority classes above it (lower first), the order
+    the server and the simulator both build batches from. A job the policy would count as
+    starving joins the most urgent class present, so the policy's starvation bound also
+    holds across classes. Stable: within a class the policy's order stands."""
+    order = policy.priority_order(now)
+    if all(job.priority == 0 for job in order):
+        return order
+    top = min(job.priority for job in order)
+    limit = now - policy.starvation_threshold
+
+    def cls(job: Job) -> int:
+        return top if job.last_served <= limit else job.priority
+
+    return sorted(order, key=cls)
+
+
 class FCFSPolicy(SchedulingPolicy):
     """First come, first served at iteration level (Orca / vLLM behaviour)."""
 

@@ -35,7 +35,7 @@ from fastserve.runtime.sched.cache_feed import CacheFeed
 from fastserve.runtime.sched.in_flight import Step, TicksInFlight
 from fastserve.runtime.sched.job import Job, KVLocation
 from fastserve.runtime.sched.job_events import JobEvents
-from fastserve.runtime.sched.policy import SchedulingPolicy
+from fastserve.runtime.sched.policy import SchedulingPolicy, request_order
 from fastserve.runtime.sched.prefix_cache import PrefixCache
 from fastserve.runtime.sched.swap_book import SwapBook
 
@@ -190,20 +190,8 @@ class SchedulerCore:
         return plan
 
     def priority_order(self, now: float) -> list[Job]:
-        """The policy's order, with request priority classes above it (lower first). A job
-        the policy would count as starving joins the most urgent class present, so the
-        policy's starvation bound also holds across classes. Stable: within a class the
-        policy's order stands."""
-        order = self.policy.priority_order(now)
-        if all(job.priority == 0 for job in order):
-            return order
-        top = min(job.priority for job in order)
-        limit = now - self.policy.starvation_threshold
-
-        def cls(job: Job) -> int:
-            return top if job.last_served <= limit else job.priority
-
-        return sorted(order, key=cls)
+        """The order batches are built from (policy.request_order)."""
+        return request_order(self.policy, now)
 
     def _pick_batch(self, order: list[Job]) -> list[Step]:
         """The batch builder's entries (batching.pick_batch), with their blocks allocated."""

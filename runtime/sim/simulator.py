@@ -5,9 +5,10 @@ replaced by `CostModel` estimates. One loop step is one iteration:
 
 1. admit requests that have arrived (`policy.add`); if nothing is active, jump to the next
    arrival;
-2. `policy.priority_order(now)`; the KV model makes room for the batch the policy wants
+2. `request_order(policy, now)` (priority classes, then the policy's order, as the server
+   does); the KV model makes room for the batch the policy wants
    (evict low-priority residents, upload wanted host jobs; `SimKVCache.make_room`);
-3. `pick_batch` (runtime/sched/batching.py, the function the real core should share)
+3. `pick_batch` (runtime/sched/batching.py, the function the real core uses too)
    picks the iteration from the order and the free device blocks;
 4. the clock advances by the cost model's iteration time. Swaps either overlap compute
    (`overlap_swaps`, proactive swapping on a copy stream: each direction may move as many
@@ -34,7 +35,7 @@ from fastserve.runtime.kv.allocator import blocks_for_tokens
 from fastserve.runtime.sched.batching import pick_batch
 from fastserve.runtime.sched.cost_model import CostModel
 from fastserve.runtime.sched.job import Job
-from fastserve.runtime.sched.policy import SchedulingPolicy
+from fastserve.runtime.sched.policy import SchedulingPolicy, request_order
 from fastserve.runtime.sim.kv_model import SimKVCache
 from fastserve.runtime.sim.metrics import RequestRecord, summarize
 from fastserve.runtime.sim.workload import Request
@@ -129,7 +130,7 @@ def simulate(
             now = requests[next_arrival].arrival
             continue
 
-        order = policy.priority_order(now)
+        order = request_order(policy, now)
         wanted = pick_batch(order, free_blocks=num_device_blocks, include_offloaded=True, **limits)
         budget = (
             last_compute / swap_time_per_block
