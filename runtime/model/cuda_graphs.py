@@ -91,13 +91,12 @@ class DecodeGraphs:
         blocks = bucket(need, self.max_blocks)
         key = (batch, blocks)
         state = self._buckets.get(key)
+        new = state is None
         if state is None:
             state = self._buckets[key] = self._new_bucket(batch, blocks)
-            self._fill(state, entries)
-            if self.capture:
-                self._capture(state)
-        else:
-            self._fill(state, entries)
+        self._fill(state, entries)
+        if new and self.capture:
+            self._capture(state)
         if state.graph is not None:
             state.graph.replay()
         else:

@@ -33,7 +33,7 @@ def padded_decode_attention(
     """q [B, H, D] over each job's keys -> [B, H, D]. key_blocks [N, KVH, D, bs] (keys
     stored transposed, see kv/pools.py), value_blocks [N, KVH, bs, D]."""
     batch, heads, dim = q.shape
-    nb, kvh, _, bs = key_blocks.shape
+    _, kvh, _, bs = key_blocks.shape
     blocks = pd.table.shape[1]
     flat = pd.table.reshape(-1)
     compute = torch.float32

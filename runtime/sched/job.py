@@ -62,16 +62,15 @@ class Job:
                 return "stop"
             if token in params.stop_token_ids:
                 return "stop"
-        if generated >= params.max_tokens or self.num_tokens >= max_model_len:
+        if self.length_reached(max_model_len):
             return "length"
         return None
 
-    def last_token_ends_it(self, max_model_len: int) -> bool:
-        """Whether the token its tick in flight samples ends it by length (max_tokens or
-        the context), so no step may be scheduled after it before the result."""
-        generated = len(self.output_ids) + self.samples_in_flight
-        total = self.num_tokens + self.samples_in_flight
-        return generated >= self.sampling.max_tokens or total >= max_model_len
+    def length_reached(self, max_model_len: int, pending: int = 0) -> bool:
+        """Whether it has max_tokens outputs or fills the context, counting `pending`
+        tokens sampled but not applied yet (its ticks in flight): then no step may follow."""
+        generated = len(self.output_ids) + pending
+        return generated >= self.sampling.max_tokens or self.num_tokens + pending >= max_model_len
 
     @property
     def num_tokens(self) -> int:

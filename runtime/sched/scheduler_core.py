@@ -159,7 +159,7 @@ class SchedulerCore:
             and job.ticks_in_flight == 1
             and job.pending_finish is None
             and job.location is KVLocation.DEVICE
-            and not job.last_token_ends_it(self.limits.max_model_len)
+            and not job.length_reached(self.limits.max_model_len, job.samples_in_flight)
         )
 
     def schedule(self, now: float) -> TickPlan:
